@@ -1,0 +1,44 @@
+"""The ``samic`` command line. Each subcommand lives in its own module under
+``samic.commands`` and registers itself through ``register(subparsers)``.
+
+User errors (bad paths, bad values, unreadable files) exit with status 2 and one line
+on stderr; they never print a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMAND_MODULES = (
+    "samic.commands.info",
+)
+
+
+class UserError(Exception):
+    """A mistake of the user's (bad argument, missing file): printed as one line, exit 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="samic", description="SAMIC learned image codec")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"samic {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

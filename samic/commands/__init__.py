@@ -1,0 +1,1 @@
+"""Subcommands of the samic CLI, one module each (see samic.cli)."""

@@ -1,0 +1,146 @@
+"""Run codecs over an image folder and collect RD results in CompressAI's format.
+
+Any object with the :class:`~samic.eval.classical.ImageCodec` protocol can be evaluated:
+the classical baselines and, with a quality in [0, 1], the SAMIC codec. Metrics are a
+dict of ``fn(reference_uint8, reconstruction_uint8) -> float``; :func:`default_metrics`
+takes them from :mod:`samic.metrics` when it imports.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from samic.eval.classical import ImageCodec, bits_per_pixel, check_rgb
+from samic.eval.results import RDResults
+
+__all__ = ["IMAGE_SUFFIXES", "default_metrics", "evaluate", "list_images", "load_rgb", "psnr_rgb"]
+
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+IMAGE_SUFFIXES = (".png", ".ppm", ".bmp", ".tif", ".tiff")
+
+
+def psnr_rgb(ref: np.ndarray, rec: np.ndarray) -> float:
+    """PSNR in dB over all pixels and channels of two uint8 images (inf when equal)."""
+    mse = np.mean((ref.astype(np.float64) - rec.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
+
+
+def default_metrics(names: Sequence[str] = ("psnr-rgb", "ms-ssim-rgb", "lpips-alex", "dists")) -> dict[str, Metric]:
+    """The named metrics from :mod:`samic.metrics`, imported only now.
+
+    Names it cannot provide are left out with a warning, except ``psnr-rgb``, which
+    falls back to :func:`psnr_rgb`, so an evaluation always has at least PSNR.
+    """
+    try:
+        from samic import metrics as m
+    except ImportError as err:
+        m = None
+        warnings.warn(f"samic.metrics unavailable ({err})", stacklevel=2)
+    known = {
+        "psnr-rgb": lambda: m.psnr,
+        "ms-ssim-rgb": lambda: m.ms_ssim,
+        "lpips-alex": lambda: partial(m.lpips_distance, net="alex"),
+        "lpips-vgg": lambda: partial(m.lpips_distance, net="vgg"),
+        "dists": lambda: m.dists,
+    }
+    chosen: dict[str, Metric] = {}
+    for name in names:
+        if name not in known:
+            raise ValueError(f"unknown metric {name!r}; known: {', '.join(known)}")
+        try:
+            if m is None:
+                raise AttributeError("samic.metrics did not import")
+            chosen[name] = known[name]()
+        except AttributeError as err:
+            if name == "psnr-rgb":
+                chosen[name] = psnr_rgb
+            else:
+                warnings.warn(f"metric {name} left out: {err}", stacklevel=2)
+    return chosen
+
+
+def list_images(dataset_dir: str | Path) -> list[Path]:
+    """The lossless images directly inside ``dataset_dir``, sorted by name."""
+    paths = sorted(p for p in Path(dataset_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {dataset_dir}")
+    return paths
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """An image file as an HxWx3 uint8 RGB array."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def evaluate(
+    dataset_dir: str | Path,
+    codecs: Mapping[str, ImageCodec],
+    qualities: Mapping[str, Sequence[float]] | None = None,
+    metrics: Mapping[str, Metric] | None = None,
+    *,
+    progress: bool = True,
+    per_image: bool = False,
+    limit: int | None = None,
+) -> dict[str, RDResults]:
+    """Encode and decode every image at every quality of every codec.
+
+    Args:
+        dataset_dir: folder of lossless images (e.g. Kodak).
+        codecs: name -> codec; the name becomes the result's name.
+        qualities: name -> sweep; codecs missing here use their ``default_qualities``.
+        metrics: name -> ``fn(ref, rec) -> float``; defaults to :func:`default_metrics`.
+        progress: show a tqdm bar over all encodings.
+        per_image: also keep each image's values (``RDResults.per_image``).
+        limit: only the first ``limit`` images (sorted by name).
+    Returns:
+        name -> RDResults with, per quality, the mean over images of bpp (real file
+        bytes), each metric, and the encoding/decoding wall-clock time in seconds.
+    """
+    from tqdm.auto import tqdm
+
+    paths = list_images(dataset_dir)[:limit]
+    images = [check_rgb(load_rgb(p)) for p in paths]
+    metrics = default_metrics() if metrics is None else dict(metrics)
+    sweeps = {name: list((qualities or {}).get(name, codec.default_qualities)) for name, codec in codecs.items()}
+    keys = ["bpp", *metrics, "encoding_time", "decoding_time"]
+
+    out: dict[str, RDResults] = {}
+    with tqdm(total=len(images) * sum(map(len, sweeps.values())), disable=not progress, unit="img") as bar:
+        for name, codec in codecs.items():
+            bar.set_description(name)
+            # values[image][key][rate point]
+            values = {p.stem: {key: [] for key in keys} for p in paths}
+            for quality in sweeps[name]:
+                for path, rgb in zip(paths, images):
+                    row = values[path.stem]
+                    start = time.perf_counter()
+                    data = codec.encode(rgb, quality)
+                    encoded = time.perf_counter()
+                    rec = codec.decode(data)
+                    decoded = time.perf_counter()
+                    if rec.shape != rgb.shape or rec.dtype != np.uint8:
+                        raise RuntimeError(f"{name} decoded {path.name} to {rec.shape} {rec.dtype}, expected {rgb.shape} uint8")
+                    row["bpp"].append(bits_per_pixel(data, rgb.shape))
+                    for metric, fn in metrics.items():
+                        row[metric].append(float(fn(rgb, rec)))
+                    row["encoding_time"].append(encoded - start)
+                    row["decoding_time"].append(decoded - encoded)
+                    bar.update()
+            means = {key: np.mean([values[p.stem][key] for p in paths], axis=0).tolist() for key in keys}
+            out[name] = RDResults(
+                name=name,
+                description=getattr(codec, "description", ""),
+                results=means,
+                qualities=[float(q) for q in sweeps[name]],
+                per_image=values if per_image else None,
+            )
+    return out

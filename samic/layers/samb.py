@@ -1,0 +1,178 @@
+"""SAMB: the semantic-aware Mamba block.
+
+Tokens are softly clustered by a router that sees the features plus an explicit 2D
+positional encoding; Gumbel-Softmax turns the soft assignment into a hard one (straight-
+through in training, plain argmax at inference). Tokens are then stably sorted by cluster,
+so each cluster is scanned as one contiguous run in raster order, and a per-cluster prompt
+added to the scan's C projection lets every token read a summary of its cluster, which
+relaxes the scan's strict causality (reference sections 1 and 3; cf. MambaIRv2's ASSM).
+
+    x ─► LN ─► in_proj ─┬─► xs ─► dwconv3x3 ─► SiLU ─┬─► router(+2D PE) ─► cluster ids
+                        │                           └─► sort by cluster ─► selective scan ─► unsort
+                        └─► z ──────────────────────────────────────────────────────► × SiLU(z)
+    x + out_proj(LN(·)) ─► + FFN(LN(·))
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from samic.ops.scan import selective_scan
+
+
+class SAMBIntermediates(NamedTuple):
+    """What one SAMB shows about its clustering (batch B, K clusters, H x W tokens)."""
+
+    assignment: torch.Tensor  # (B, H, W) int64 cluster id of each token
+    probs: torch.Tensor  # (B, K, H, W) noise-free soft assignment probabilities
+    order: torch.Tensor  # (B, H*W) int64 raster indices of the tokens in scan order
+
+
+def positional_encoding_2d(height: int, width: int, n_freqs: int, device=None, dtype=None) -> torch.Tensor:
+    """Sinusoidal encoding of normalized (row, col) in [0, 1]: (H*W, 4 * n_freqs).
+
+    Normalized coordinates keep the encoding comparable across image sizes; octave
+    frequencies from pi to 2^(n-1) pi resolve from whole-image halves to fine positions.
+    """
+    rows = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
+    cols = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
+    freqs = math.pi * 2.0 ** torch.arange(n_freqs, device=device, dtype=torch.float32)
+    r = rows[:, None, None] * freqs  # (H, 1, F)
+    c = cols[None, :, None] * freqs  # (1, W, F)
+    r, c = r.expand(height, width, n_freqs), c.expand(height, width, n_freqs)
+    enc = torch.cat([r.sin(), r.cos(), c.sin(), c.cos()], dim=-1)
+    return enc.reshape(height * width, 4 * n_freqs).to(dtype or torch.float32)
+
+
+class SemanticRouter(nn.Module):
+    """Soft clustering of tokens into K clusters: cosine similarity to K learnable
+    prototypes of (normalized features + projected 2D positional encoding).
+
+    Training: Gumbel noise, temperature ``tau``, straight-through hard one-hot.
+    Inference: deterministic argmax of the noise-free logits.
+    """
+
+    def __init__(self, dim: int, n_clusters: int, n_freqs: int = 6):
+        super().__init__()
+        self.n_clusters = n_clusters
+        self.n_freqs = n_freqs
+        self.norm = nn.LayerNorm(dim)
+        self.pos_proj = nn.Linear(4 * n_freqs, dim)
+        self.prototypes = nn.Parameter(torch.randn(n_clusters, dim) / math.sqrt(dim))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.register_buffer("tau", torch.tensor(1.0), persistent=False)  # annealed by the trainer
+
+    def forward(self, tokens: torch.Tensor, height: int, width: int):
+        """tokens (B, L, D) -> assignment (B, L, K) [one-hot, straight-through in training],
+        cluster ids (B, L), noise-free probabilities (B, L, K)."""
+        pos = positional_encoding_2d(height, width, self.n_freqs, tokens.device, tokens.dtype)
+        q = F.normalize(self.norm(tokens) + self.pos_proj(pos), dim=-1)
+        logits = q @ F.normalize(self.prototypes, dim=-1).t() * self.logit_scale.exp().clamp(max=100.0)
+        probs = logits.softmax(-1)
+        if self.training:
+            gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp(1e-9, 1.0 - 1e-9)))
+            soft = ((logits + gumbel) / self.tau).softmax(-1)
+            ids = soft.argmax(-1)
+            hard = F.one_hot(ids, self.n_clusters).to(soft.dtype)
+            assignment = hard - soft.detach() + soft
+        else:
+            ids = logits.argmax(-1)
+            assignment = F.one_hot(ids, self.n_clusters).to(logits.dtype)
+        return assignment, ids, probs
+
+
+class SAMB(nn.Module):
+    """Semantic-aware Mamba block on (B, C, H, W) feature maps (shape preserved)."""
+
+    def __init__(self, dim: int, d_state: int = 16, expand: float = 1.5, n_clusters: int = 16,
+                 directions: int = 2, mlp_ratio: float = 2.0, dt_rank: int | None = None):
+        super().__init__()
+        if directions not in (1, 2):
+            raise ValueError(f"SAMB: directions must be 1 or 2, got {directions}")
+        d_inner = int(round(expand * dim))
+        self.d_inner, self.d_state, self.directions = d_inner, d_state, directions
+        self.dt_rank = dt_rank or max(1, math.ceil(dim / 16))
+        self.norm1 = nn.LayerNorm(dim)
+        self.in_proj = nn.Linear(dim, 2 * d_inner, bias=False)
+        self.dwconv = nn.Conv2d(d_inner, d_inner, 3, padding=1, groups=d_inner)
+        self.router = SemanticRouter(d_inner, n_clusters)
+        # One set of scan parameters per direction, stacked along the channel axis so that
+        # both directions run in a single grouped scan (G = directions).
+        self.x_proj = nn.Linear(d_inner, directions * (self.dt_rank + 2 * d_state), bias=False)
+        self.dt_proj = nn.Parameter(torch.empty(directions, d_inner, self.dt_rank))
+        self.dt_bias = nn.Parameter(torch.empty(directions * d_inner))
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32))
+                                  .repeat(directions * d_inner, 1))
+        self.D = nn.Parameter(torch.ones(directions * d_inner))
+        self.cluster_prompt = nn.Parameter(0.02 * torch.randn(n_clusters, d_state))
+        self.out_norm = nn.LayerNorm(d_inner)
+        self.out_proj = nn.Linear(d_inner, dim, bias=False)
+        self.norm2 = nn.LayerNorm(dim)
+        hidden = int(round(mlp_ratio * dim))
+        self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self._init_dt()
+
+    def _init_dt(self, dt_min: float = 1e-3, dt_max: float = 0.1):
+        # Mamba's init: softplus(dt_bias) log-uniform in [dt_min, dt_max].
+        nn.init.uniform_(self.dt_proj, -self.dt_rank ** -0.5, self.dt_rank ** -0.5)
+        dt = torch.exp(torch.rand(self.dt_bias.shape) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        with torch.no_grad():
+            self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
+
+    def forward(self, x: torch.Tensor, return_intermediates: bool = False):
+        """x (B, C, H, W) -> (B, C, H, W), plus SAMBIntermediates when asked (else None)."""
+        batch, channels, height, width = x.shape
+        length = height * width
+        tokens = x.flatten(2).transpose(1, 2)  # (B, L, C)
+        xs, z = self.in_proj(self.norm1(tokens)).chunk(2, dim=-1)
+        xs = self.dwconv(xs.transpose(1, 2).reshape(batch, self.d_inner, height, width))
+        xs = F.silu(xs).flatten(2).transpose(1, 2)  # (B, L, Di)
+
+        assignment, ids, probs = self.router(xs, height, width)
+        order = torch.sort(ids, dim=1, stable=True).indices  # clusters contiguous, raster inside
+        xs_sorted = xs.gather(1, order[..., None].expand(-1, -1, self.d_inner))
+        prompt = assignment.gather(1, order[..., None].expand(-1, -1, assignment.shape[-1])) @ self.cluster_prompt
+
+        y = self._scan(xs_sorted, prompt)  # (B, L, Di) in scan order
+        y = torch.empty_like(y).scatter_(1, order[..., None].expand(-1, -1, self.d_inner), y)
+        y = self.out_norm(y) * F.silu(z)
+        tokens = tokens + self.out_proj(y)
+        tokens = tokens + self.ffn(self.norm2(tokens))
+        out = tokens.transpose(1, 2).reshape(batch, channels, height, width)
+        if not return_intermediates:
+            return out, None
+        inter = SAMBIntermediates(assignment=ids.reshape(batch, height, width),
+                                  probs=probs.transpose(1, 2).reshape(batch, -1, height, width),
+                                  order=order)
+        return out, inter
+
+    def _scan(self, xs: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+        """Selective scan of (B, L, Di) tokens, forward and (optionally) backward in sequence."""
+        batch, length, _ = xs.shape
+        n_dir, rank, n_state = self.directions, self.dt_rank, self.d_state
+        seqs = [xs] if n_dir == 1 else [xs, xs.flip(1)]
+        prompts = [prompt] if n_dir == 1 else [prompt, prompt.flip(1)]
+        proj = self.x_proj(xs).view(batch, length, n_dir, rank + 2 * n_state)
+        u, deltas, Bs, Cs = [], [], [], []
+        for k in range(n_dir):
+            p = proj[:, :, k] if k == 0 else proj[:, :, k].flip(1)
+            dt, Bk, Ck = p.split([rank, n_state, n_state], dim=-1)
+            deltas.append(dt @ self.dt_proj[k].t())
+            u.append(seqs[k])
+            Bs.append(Bk)
+            Cs.append(Ck + prompts[k])  # cluster prompt: a cluster-level summary read through C
+        u = torch.cat(u, dim=-1).transpose(1, 2).contiguous()  # (B, dirs*Di, L)
+        delta = torch.cat(deltas, dim=-1).transpose(1, 2).contiguous()
+        Bg = torch.stack(Bs, dim=1).transpose(2, 3).contiguous()  # (B, dirs, N, L)
+        Cg = torch.stack(Cs, dim=1).transpose(2, 3).contiguous()
+        A = -torch.exp(self.A_log.float()).to(u.dtype)
+        y = selective_scan(u, delta, A, Bg, Cg, D=self.D, delta_bias=self.dt_bias, delta_softplus=True)
+        y = y.transpose(1, 2)  # (B, L, dirs*Di)
+        if n_dir == 1:
+            return y
+        fwd, bwd = y.chunk(2, dim=-1)
+        return fwd + bwd.flip(1)
