@@ -18,6 +18,8 @@ from ._inputs import pair_to_8bit, unbatch
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 _WIN, _SIGMA = 11, 1.5
 _C1, _C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+_TAPS = [math.exp(-((k - _WIN // 2) ** 2) / (2 * _SIGMA**2)) for k in range(_WIN)]
+_GAUSS = [w / math.fsum(_TAPS) for w in _TAPS]  # float64 weights of the normalized window
 
 
 def psnr(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> torch.Tensor | float:
@@ -36,11 +38,14 @@ def psnr(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> torch.Te
 
 def _gaussian_blur(x: torch.Tensor) -> torch.Tensor:
     """Separable 11-tap Gaussian (sigma 1.5), 'valid' borders: (N, C, H, W) -> (N, C, H-10, W-10)."""
-    t = torch.arange(_WIN, dtype=x.dtype, device=x.device) - (_WIN - 1) / 2
-    g = torch.exp(-(t**2) / (2 * _SIGMA**2))
-    g = (g / g.sum()).expand(x.shape[1], 1, _WIN)
-    x = F.conv2d(x, g[..., None, :], groups=x.shape[1])
-    return F.conv2d(x, g[..., :, None], groups=x.shape[1])
+    # Shifted multiply-adds: several times faster on CPU than grouped float64 convolutions.
+    for dim in (2, 3):
+        n = x.shape[dim] - _WIN + 1
+        out = x.narrow(dim, 0, n) * _GAUSS[0]
+        for k in range(1, _WIN):
+            out.add_(x.narrow(dim, k, n), alpha=_GAUSS[k])
+        x = out
+    return x
 
 
 def _ssim_terms(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
