@@ -73,7 +73,13 @@ def bits_per_pixel(data: bytes, shape: tuple[int, ...]) -> float:
 
 
 def _pil_to_rgb(im: Image.Image) -> np.ndarray:
-    return np.asarray(im.convert("RGB"))
+    return np.array(im.convert("RGB"))  # writable: torch warns on read-only arrays
+
+
+def _require(cls) -> None:
+    """Raise a one-line RuntimeError when ``cls`` cannot run here."""
+    if reason := cls.unavailable_reason():
+        raise RuntimeError(f"{cls.name} codec unavailable: {reason}")
 
 
 def _check_quality(codec: ImageCodec, quality: float) -> None:
@@ -82,11 +88,24 @@ def _check_quality(codec: ImageCodec, quality: float) -> None:
         raise ValueError(f"{codec.name}: quality {quality} outside [{lo}, {hi}]")
 
 
-class _PillowCodec:
-    """Shared encode/decode for the codecs that Pillow writes itself."""
+class _Codec:
+    """What the classical codecs share: a config description and an availability check."""
 
     name = ""
     description = ""
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        """None when this codec works here, else why not."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.description})"
+
+
+class _PillowCodec(_Codec):
+    """Shared encode/decode for the codecs that Pillow writes itself."""
+
     pil_format = ""
     pil_feature = ""
     quality_range: tuple[float, float] = (0, 100)
@@ -95,12 +114,12 @@ class _PillowCodec:
 
     @classmethod
     def unavailable_reason(cls) -> str | None:
-        """None when this codec works here, else why not."""
         if not features.check(cls.pil_feature):
             return f"Pillow was built without {cls.pil_feature}"
         return None
 
     def _save_options(self, quality: float) -> dict:
+        """Keyword arguments for Pillow's ``save`` at this quality (per codec)."""
         raise NotImplementedError
 
     def encode(self, rgb: np.ndarray, quality: float) -> bytes:
@@ -113,9 +132,6 @@ class _PillowCodec:
         with Image.open(io.BytesIO(data)) as im:
             return _pil_to_rgb(im)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.description})"
-
 
 class JPEGCodec(_PillowCodec):
     """Baseline JPEG (libjpeg-turbo via Pillow), Huffman tables optimised per image."""
@@ -127,6 +143,7 @@ class JPEGCodec(_PillowCodec):
     default_qualities = (5, 10, 15, 20, 30, 40, 50, 60, 75, 90)
 
     def __init__(self, subsampling: str = "4:2:0", optimize: bool = True):
+        _require(type(self))
         self.subsampling = subsampling
         self.optimize = optimize
         library = f"libjpeg-turbo {features.version('libjpeg_turbo')}" if features.check("libjpeg_turbo") \
@@ -146,6 +163,7 @@ class WebPCodec(_PillowCodec):
     default_qualities = (0, 5, 10, 20, 30, 40, 50, 60, 75, 90)
 
     def __init__(self, method: int = 6):
+        _require(type(self))
         self.method = method
         self.description = f"WebP, libwebp {features.version('webp')}, method {method}"
 
@@ -162,6 +180,7 @@ class AVIFCodec(_PillowCodec):
     default_qualities = (0, 10, 20, 30, 40, 50, 60, 70, 80)
 
     def __init__(self, speed: int = 6, subsampling: str = "4:2:0", threads: int = 1):
+        _require(type(self))
         self.speed = speed
         self.subsampling = subsampling
         self.threads = threads
@@ -192,6 +211,7 @@ class JPEG2000Codec(_PillowCodec):
     default_qualities = (26.0, 28.0, 30.0, 32.0, 34.0, 36.0, 38.0, 40.0, 42.0)
 
     def __init__(self):
+        _require(type(self))
         self.description = f"JPEG 2000, OpenJPEG {features.version('jpg_2000')}, 9/7, target PSNR (dB)"
 
     def _save_options(self, quality: float) -> dict:
@@ -204,7 +224,7 @@ class JPEG2000Codec(_PillowCodec):
         }
 
 
-class HEVCCodec:
+class HEVCCodec(_Codec):
     """HEVC intra (x265) in a HEIF file through pillow-heif: the nearest thing to BPG."""
 
     name = "hevc"
@@ -214,6 +234,7 @@ class HEVCCodec:
     default_qualities = (0, 10, 20, 28, 36, 44, 52, 60)
 
     def __init__(self, chroma: int = 420, threads: int = 1):
+        _require(type(self))
         import pillow_heif
 
         self._heif = pillow_heif
@@ -244,11 +265,8 @@ class HEVCCodec:
     def decode(self, data: bytes) -> np.ndarray:
         return _pil_to_rgb(self._heif.open_heif(io.BytesIO(data)).to_pillow())
 
-    def __repr__(self) -> str:
-        return f"HEVCCodec({self.description})"
 
-
-class JPEGXLCodec:
+class JPEGXLCodec(_Codec):
     """JPEG XL through the reference ``cjxl``/``djxl`` tools (Debian's libjxl-tools).
 
     Quality is cjxl's ``-q`` (libjpeg-like, mapped to a butteraugli distance); below
@@ -262,6 +280,7 @@ class JPEGXLCodec:
     default_qualities = (5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 75.0, 90.0)
 
     def __init__(self, effort: int = 7, threads: int = 1):
+        _require(type(self))
         self.effort = effort
         self.threads = threads
         version = subprocess.run(["cjxl", "--version"], capture_output=True, text=True).stdout.split()
@@ -276,7 +295,8 @@ class JPEGXLCodec:
     def _run(self, args: list[str]) -> None:
         proc = subprocess.run(args, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"{args[0]} failed: {proc.stderr.strip().splitlines()[-1:]}")
+            lines = proc.stderr.strip().splitlines()
+            raise RuntimeError(f"{args[0]} exited {proc.returncode}: {lines[-1] if lines else 'no message'}")
 
     def encode(self, rgb: np.ndarray, quality: float) -> bytes:
         _check_quality(self, quality)
@@ -294,9 +314,6 @@ class JPEGXLCodec:
             self._run(["djxl", str(src), str(dst), f"--num_threads={self.threads}"])
             with Image.open(dst) as im:
                 return _pil_to_rgb(im)
-
-    def __repr__(self) -> str:
-        return f"JPEGXLCodec({self.description})"
 
 
 # Every classical codec this module knows, by name, in roughly historical order.

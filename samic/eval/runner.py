@@ -78,7 +78,7 @@ def list_images(dataset_dir: str | Path) -> list[Path]:
 def load_rgb(path: str | Path) -> np.ndarray:
     """An image file as an HxWx3 uint8 RGB array."""
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))
 
 
 def evaluate(
@@ -90,6 +90,7 @@ def evaluate(
     progress: bool = True,
     per_image: bool = False,
     limit: int | None = None,
+    warmup: bool = True,
 ) -> dict[str, RDResults]:
     """Encode and decode every image at every quality of every codec.
 
@@ -101,6 +102,8 @@ def evaluate(
         progress: show a tqdm bar over all encodings.
         per_image: also keep each image's values (``RDResults.per_image``).
         limit: only the first ``limit`` images (sorted by name).
+        warmup: one untimed encode/decode per codec first, so that one-off start-up
+            costs (library loading, caches, a network's first pass) do not skew timings.
     Returns:
         name -> RDResults with, per quality, the mean over images of bpp (real file
         bytes), each metric, and the encoding/decoding wall-clock time in seconds.
@@ -111,12 +114,16 @@ def evaluate(
     images = [check_rgb(load_rgb(p)) for p in paths]
     metrics = default_metrics() if metrics is None else dict(metrics)
     sweeps = {name: list((qualities or {}).get(name, codec.default_qualities)) for name, codec in codecs.items()}
+    if empty := [name for name, sweep in sweeps.items() if not sweep]:
+        raise ValueError(f"no qualities to sweep for {', '.join(empty)}")
     keys = ["bpp", *metrics, "encoding_time", "decoding_time"]
 
     out: dict[str, RDResults] = {}
     with tqdm(total=len(images) * sum(map(len, sweeps.values())), disable=not progress, unit="img") as bar:
         for name, codec in codecs.items():
             bar.set_description(name)
+            if warmup:
+                codec.decode(codec.encode(images[0], sweeps[name][0]))
             # values[image][key][rate point]
             values = {p.stem: {key: [] for key in keys} for p in paths}
             for quality in sweeps[name]:
@@ -128,7 +135,8 @@ def evaluate(
                     rec = codec.decode(data)
                     decoded = time.perf_counter()
                     if rec.shape != rgb.shape or rec.dtype != np.uint8:
-                        raise RuntimeError(f"{name} decoded {path.name} to {rec.shape} {rec.dtype}, expected {rgb.shape} uint8")
+                        raise RuntimeError(
+                            f"{name} decoded {path.name} to {rec.shape} {rec.dtype}, expected {rgb.shape} uint8")
                     row["bpp"].append(bits_per_pixel(data, rgb.shape))
                     for metric, fn in metrics.items():
                         row[metric].append(float(fn(rgb, rec)))
