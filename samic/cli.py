@@ -12,6 +12,8 @@ import sys
 
 COMMAND_MODULES = (
     "samic.commands.info",
+    "samic.commands.compress",
+    "samic.commands.decompress",
 )
 
 

@@ -1,0 +1,139 @@
+"""compress_image / decompress_image: images <-> .samic bytes.
+
+    image ─► load_image (uint8 RGB) ─► pad ─► g_a, h_a (model's device/dtype) ─► y, z
+          ─► encode_latents (float64 CPU entropy parameters, range coder) ─► header + streams
+
+    bytes ─► unpack (validated header) ─► decode_latents (same float64 path, checksums)
+          ─► y_hat ─► g_s (model's device/dtype) ─► crop, clamp, round ─► uint8 (H, W, 3)
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+
+import numpy as np
+import torch
+
+from samic.codec import bitstream
+from samic.codec.errors import FormatError
+from samic.codec.image_io import load_image
+from samic.codec.latents import PhaseTimer, decode_latents, encode_latents, model_digest
+from samic.models.samic import SAMIC, pad_to_multiple
+
+
+def default_model(name: str | None = None) -> SAMIC:
+    """The shipped weights for preset ``name`` (None: the default preset), via samic.weights."""
+    from samic.weights import load_model  # lazy: needs safetensors and the weights files
+
+    return load_model(name)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: SAMIC):
+    """Run ``model`` in eval mode (training mode adds Gumbel noise to SAMB), then restore it."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _model_device_dtype(model: SAMIC) -> tuple[torch.device, torch.dtype]:
+    parameter = next(model.parameters())
+    return parameter.device, parameter.dtype
+
+
+def _check_quality(quality) -> float:
+    """A real number in [0, 1] -> its float32 value (what the header stores and g_a/g_s use)."""
+    if isinstance(quality, bool) or not isinstance(quality, numbers.Real):
+        raise TypeError(f"quality must be a number in [0, 1], got {type(quality).__name__}")
+    if not (math.isfinite(quality) and 0.0 <= quality <= 1.0):
+        raise ValueError(f"quality must be in [0, 1], got {quality}")
+    return float(np.float32(quality))
+
+
+def to_tensor(rgb: np.ndarray, device, dtype) -> torch.Tensor:
+    """uint8 (H, W, 3) -> (1, 3, H, W) in [0, 1]."""
+    return torch.tensor(rgb, device=device).permute(2, 0, 1)[None].to(dtype) / 255
+
+
+def to_uint8(x_hat: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) -> uint8 (H, W, 3): clamp to [0, 1], scale, round half to even."""
+    return torch.round(x_hat[0].float().clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+@torch.no_grad()
+def compress_image(image, quality: float, model: SAMIC | None = None, timer: PhaseTimer | None = None) -> bytes:
+    """Compress an image to .samic bytes.
+
+    image: a path, a PIL image or a uint8 (H, W, 3) array (conversion rule: samic.codec.image_io).
+    quality: rate knob in [0, 1] (higher: more bits). model: a SAMIC (None: shipped default).
+    ``timer`` accumulates seconds per phase ("analysis", "entropy_parameters", "entropy_coding").
+    """
+    timer = timer or PhaseTimer()
+    quality = _check_quality(quality)
+    rgb = load_image(image)
+    model = default_model() if model is None else model
+    device, dtype = _model_device_dtype(model)
+    height, width = rgb.shape[:2]
+    with _eval_mode(model), timer.phase("analysis"):
+        x = pad_to_multiple(to_tensor(rgb, device, dtype))
+        y, z, _ = model.analysis(x, model.quality_tensor(quality, 1, device).to(dtype))
+    streams = encode_latents(model, y, z, timer)
+    header = bitstream.Header(model_name=model.config.name, weights_digest=model_digest(model),
+                              height=height, width=width, quality=quality,
+                              z_length=len(streams.z_stream), y_length=len(streams.y_stream),
+                              z_checksum=streams.z_checksum, y_checksum=streams.y_checksum)
+    return bitstream.pack(header, streams.z_stream, streams.y_stream)
+
+
+def read_header(data: bytes) -> bitstream.Header:
+    """The validated header of .samic bytes (FormatError if they are not a valid file)."""
+    return bitstream.unpack(data)[0]
+
+
+def _check_model(header: bitstream.Header, model: SAMIC) -> None:
+    if model.config.name != header.model_name or model_digest(model) != header.weights_digest:
+        raise FormatError(
+            f"this file needs the {header.model_name} model with weights digest {header.weights_digest.hex()}; "
+            f"the given model is {model.config.name} with digest {model_digest(model).hex()}")
+
+
+def choose_decoder(model: SAMIC, decoder: str | None) -> str:
+    """The decoder to use: ``decoder`` if the model has it (ValueError if not); for None,
+    perceptual when the model has it and mse otherwise."""
+    if decoder is None:  # the caller did not choose: the best the model has
+        return "perceptual" if "perceptual" in model.decoders else "mse"
+    if decoder not in ("mse", "perceptual"):
+        raise ValueError(f"unknown decoder {decoder!r}; choose 'mse' or 'perceptual'")
+    if decoder not in model.decoders:
+        raise ValueError(f"the {model.config.name} weights have no {decoder!r} decoder (they have: "
+                         f"{', '.join(model.decoders)})")
+    return decoder
+
+
+@torch.no_grad()
+def decompress_image(data: bytes, model: SAMIC | None = None, decoder: str | None = None,
+                     timer: PhaseTimer | None = None) -> np.ndarray:
+    """Decode .samic bytes -> uint8 (H, W, 3).
+
+    model: a SAMIC with the weights that made the file (None: the shipped weights of the
+    preset named in the header). decoder: "mse", "perceptual", or None for perceptual when
+    the model has it and mse otherwise. Raises FormatError for corrupt or incompatible data.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    timer = timer or PhaseTimer()
+    header, z_stream, y_stream = bitstream.unpack(data)
+    model = default_model(header.model_name) if model is None else model
+    _check_model(header, model)
+    decoder = choose_decoder(model, decoder)
+    y_hat = decode_latents(model, header.height, header.width, z_stream, y_stream,
+                           header.z_checksum, header.y_checksum, timer)
+    device, dtype = _model_device_dtype(model)
+    with _eval_mode(model), timer.phase("synthesis"):
+        quality = model.quality_tensor(header.quality, 1, device).to(dtype)
+        x_hat = model.synthesis(y_hat.to(device, dtype), quality, decoder)
+        return to_uint8(x_hat[:, :, :header.height, :header.width])
