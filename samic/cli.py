@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "samic.commands.info",
     "samic.commands.compress",
     "samic.commands.decompress",
+    "samic.commands.train",
 )
 
 
