@@ -27,7 +27,7 @@ from samic.codec.coder import (SCALE_LEVELS, SCALE_MAX, SCALE_TABLE, TAIL_SIGMAS
                                SymbolTable, SymbolWriter, gaussian_tables)
 from samic.codec.fuzzing import mutate
 from samic.codec.image_io import ImageError, load_image
-from samic.codec.latents import encode_latents, model_digest
+from samic.codec.latents import MEAN_STEP, encode_latents, entropy_coding, model_digest
 from samic.models import SAMIC
 from samic.models.samic import PAD_MULTIPLE, pad_to_multiple
 
@@ -187,6 +187,29 @@ def test_extreme_latents_are_escaped_losslessly(crop):
     with torch.no_grad():
         y, _, _ = model.analysis(pad_to_multiple(to_tensor(crop, "cpu", torch.float32)), model.quality_tensor(QUALITY, 1))
     assert float(y.abs().max()) > TAIL_SIGMAS * SCALE_MAX + 1  # beyond even the widest Gaussian table
+
+
+@pytest.mark.parametrize("method", ["slice_params", "residual"])
+def test_a_diverging_decoder_fails_loudly(model, encoded, monkeypatch, method):
+    """If the decoder's entropy parameters ever differ from the encoder's (another machine's
+    arithmetic), the latent checksums turn that into a FormatError, never a wrong image."""
+    nets = entropy_coding(model).nets
+    original = getattr(nets, method)
+
+    def nudged(tensor):  # one value one grid step off
+        tensor = tensor.clone()
+        tensor.view(-1)[0] += MEAN_STEP
+        return tensor
+
+    def diverged(i, *args):
+        result = original(i, *args)
+        if method == "slice_params":  # (mean, scale index): nudge the mean
+            return nudged(result[0]), result[1]
+        return nudged(result)
+
+    monkeypatch.setattr(nets, method, diverged)
+    with pytest.raises(FormatError, match="checksum|invalid entropy-coded data"):
+        decompress_image(encoded, model)
 
 
 # ----------------------------------------------------------------------------- models and versions

@@ -126,9 +126,10 @@ def _z_tables(model: SAMIC) -> tuple[list[SymbolTable], torch.Tensor]:
     bottleneck = model.entropy_bottleneck
     quantiles = bottleneck.quantiles.detach().double().cpu()[:, 0]
     span = quantiles[:, 2] - quantiles[:, 0]
-    if not bool(torch.isfinite(quantiles).all()) or float(span.max()) > MAX_TABLE_ENTRIES - 3:
+    # pmf_table covers up to span + 3 values; one more entry is the escape.
+    if not bool(torch.isfinite(quantiles).all()) or float(span.max()) > MAX_TABLE_ENTRIES - 4:
         raise ValueError("the entropy bottleneck's quantiles are not finite or span more than "
-                         f"{MAX_TABLE_ENTRIES - 3} values; train its auxiliary loss")
+                         f"{MAX_TABLE_ENTRIES - 4} values; train its auxiliary loss")
     offsets, pmfs, medians = bottleneck.pmf_table()
     tables = [SymbolTable.from_probabilities(int(low), pmf, 1.0 - float(pmf.sum()))
               for low, pmf in zip(offsets, pmfs)]
