@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "samic.commands.compress",
     "samic.commands.decompress",
     "samic.commands.train",
+    "samic.commands.eval",
 )
 
 
