@@ -70,6 +70,21 @@ def test_resume_keeps_finished_points_and_plots(dataset, run_dir, capsys):
     assert Image.open(run_dir / "rd.png").size[0] > 100
 
 
+def test_resume_adds_a_missing_metric(dataset, run_dir, tmp_path):
+    out = tmp_path / "more"
+    out.mkdir()
+    before = json.loads((run_dir / "jpeg.json").read_text())
+    (out / "jpeg.json").write_text(json.dumps(before))
+    argv = ["eval", "--dataset", str(dataset), "--out", str(out), "--codecs", "jpeg", "--metrics", "psnr,ms-ssim",
+            "--per-image", "--quiet", "--resume", "--no-plots", "--qualities", "jpeg=5,15,30,50"]
+    assert main(argv) == 0
+    after = json.loads((out / "jpeg.json").read_text())
+    for key in ("bpp", "psnr-rgb", "encoding_time"):  # kept as they were
+        assert after["results"][key] == before["results"][key]
+    assert np.all(np.diff(after["results"]["ms-ssim-rgb"]) > 0)
+    assert all(len(table["ms-ssim-rgb"]) == 4 for table in after["per_image"].values())
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--codecs", "samic,bpg2"], "unknown codec 'bpg2'"),
     (["--codecs", "jpeg", "--qualities", "jpeg=5,abc"], "not a list of numbers"),

@@ -68,7 +68,8 @@ def register(subparsers) -> None:
                    help="torch threads for SAMIC and the metrics (default 1, like the classical encoders, "
                         "which run on one thread)")
     p.add_argument("--resume", action="store_true",
-                   help="keep the rate points already in --out whose codec, weights and metrics match")
+                   help="keep the rate points already in --out made with the same codec settings (for SAMIC: "
+                        "the same weights); points that lack a requested metric are re-encoded for it only")
     p.add_argument("--no-plots", action="store_true", help="skip rd.html / rd.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -199,8 +200,12 @@ def _assemble(name: str, description: str, points: dict, sweep: list[float], per
     return RDResults(name=name, description=description, qualities=done, results=table, per_image=by_image)
 
 
-def _resumable(path: Path, description: str, keys: list[str], per_image: bool, n_images: int) -> dict:
-    """The points of a previous run in ``path`` that this run can keep (else {})."""
+def _resumable(path: Path, description: str, per_image: bool, n_images: int) -> dict:
+    """The points of a previous run in ``path`` that this run can build on (else {}).
+
+    They must come from the same codec configuration (for SAMIC: the same weights) and the
+    same number of images; metrics they lack are added by :func:`evaluate_all`.
+    """
     from samic.eval.results import RDResults
 
     if not path.is_file():
@@ -211,16 +216,11 @@ def _resumable(path: Path, description: str, keys: list[str], per_image: bool, n
         warnings.warn(f"--resume: ignoring {path.name}: {exc}", stacklevel=2)
         return {}
     same_images = old.per_image is None or len(old.per_image) == n_images
-    if (old.description != description or not set(keys) <= set(old.results) or old.qualities is None
-            or (per_image and old.per_image is None) or not same_images):
+    if old.description != description or old.qualities is None or (per_image and old.per_image is None) \
+            or not same_images:
         warnings.warn(f"--resume: {path.name} was made with other settings; starting it again", stacklevel=2)
         return {}
-    points = _points(old)
-    for means, images in points.values():  # keep only this run's metrics
-        for table in [means, *(images or {}).values()]:
-            for k in [k for k in table if k not in ("bpp", *keys) and not k.endswith("_time")]:
-                del table[k]
-    return points
+    return _points(old)
 
 
 def run(args) -> int:
@@ -292,32 +292,50 @@ def evaluate_all(dataset: Path, codecs: list, sweeps: dict, metric_keys: list[st
         reasons = "; ".join(str(w.message) for w in caught)
         raise RuntimeError(f"cannot compute {', '.join(missing)}: {reasons}")
     first_image = load_rgb(list_images(dataset)[0])
-    done = {c.name: _resumable(out / f"{c.name}.json", c.description, metric_keys, per_image, n_images)
-            if resume else {} for c in codecs}
-    todo = sum(n_images * sum(q not in done[c.name] for q in sweeps[c.name]) for c in codecs)
+    done = {c.name: _resumable(out / f"{c.name}.json", c.description, per_image, n_images) if resume else {}
+            for c in codecs}
+
+    def lacking(codec, quality) -> list[str]:  # the metrics a rate point still needs
+        return [k for k in metric_keys if quality not in done[codec.name] or k not in done[codec.name][quality][0]]
+
+    todo = sum(n_images * sum(bool(lacking(c, q)) for q in sweeps[c.name]) for c in codecs)
     results = {}
     with tqdm(total=todo, disable=not progress, unit="img", dynamic_ncols=True) as bar:
         for codec in codecs:
             points, sweep = done[codec.name], sweeps[codec.name]
-            remaining = [q for q in sweep if q not in points]
+            remaining = [q for q in sweep if lacking(codec, q)]
             bar.set_description(codec.name)
             if remaining:  # untimed warm-up: library loading, caches, the network's first pass
                 codec.decode(codec.encode(first_image, remaining[0]))
             for quality in remaining:
+                needed = {k: metrics[k] for k in lacking(codec, quality)}
                 if isinstance(codec, SAMICCodec):
                     codec.clear_phases()
-                run = evaluate(dataset, {codec.name: _Ticking(codec, bar)}, {codec.name: [quality]}, metrics,
+                run = evaluate(dataset, {codec.name: _Ticking(codec, bar)}, {codec.name: [quality]}, needed,
                                progress=False, per_image=True, limit=limit, warmup=False)[codec.name]
                 means = {k: v[0] for k, v in run.results.items()}
                 if isinstance(codec, SAMICCodec):
                     means.update(codec.phase_summary())
                 images = {img: {k: v[0] for k, v in table.items()} for img, table in run.per_image.items()}
+                if quality in points:  # a finished point that lacked metrics: add them, keep its timings
+                    _check_same_files(codec.name, quality, points[quality][0], means)
+                    old_means, old_images = points[quality]
+                    means = {**old_means, **{k: means[k] for k in needed}}
+                    images = {img: {**(old_images or {}).get(img, {}), **{k: images[img][k] for k in needed}}
+                              for img in images}
                 points[quality] = (means, images)
                 results[codec.name] = _assemble(codec.name, codec.description, points, sweep, per_image)
                 results[codec.name].save(out / f"{codec.name}.json")
             if codec.name not in results and points:
                 results[codec.name] = _assemble(codec.name, codec.description, points, sweep, per_image)
     return results
+
+
+def _check_same_files(name: str, quality: float, old: dict, new: dict) -> None:
+    """Adding metrics to an old point re-encodes it: the files must come out the same size."""
+    if not math.isclose(old["bpp"], new["bpp"], rel_tol=1e-9):
+        raise RuntimeError(f"{name} at quality {quality:g} now gives {new['bpp']:.6f} bpp, the results in --out "
+                           f"{old['bpp']:.6f}: the encoder is not deterministic, rerun without --resume")
 
 
 def report(results: dict, codecs: list, out: Path, *, plots: bool) -> None:
