@@ -8,6 +8,7 @@ def register(subparsers) -> None:
     p.add_argument("--out-dir", default=None, help="override the config's out_dir")
     p.add_argument("--train-dir", default=None, help="override the config's train_dir")
     p.add_argument("--steps", type=int, default=None, help="override the total number of steps")
+    p.add_argument("--init", default=None, help="weights (.safetensors) or checkpoint (.pt) to start from")
     p.add_argument("--device", default=None, help="cpu, cuda or auto")
     p.add_argument("--time-limit", type=float, default=None, dest="time_limit_minutes",
                    help="stop with a checkpoint after this many minutes")
@@ -31,6 +32,7 @@ def run(args) -> int:
         raise UserError(f"config not found: {args.config}")
     try:
         cfg = TrainConfig.from_toml(args.config, out_dir=args.out_dir, train_dir=args.train_dir, steps=args.steps,
+                                    init=args.init,
                                     device=args.device, time_limit_minutes=args.time_limit_minutes,
                                     progress=args.progress)
     except (ValueError, TypeError) as exc:

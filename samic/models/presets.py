@@ -28,7 +28,7 @@ class ModelConfig:
     svd_rrm: bool
     # continuous rate: quality in [0, 1] <-> lambda log-linearly in lambda_range; gain units
     # are learned at n_gain_anchors evenly spaced qualities and interpolated geometrically.
-    lambda_range: tuple[float, float] = (0.0006, 0.02)
+    lambda_range: tuple[float, float] = (0.0004, 0.045)
     n_gain_anchors: int = 6
 
     def replace(self, **changes) -> "ModelConfig":

@@ -284,10 +284,14 @@ class Trainer:
         grad_norm = nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
                                              cfg.clip_grad)
         self.optimizer.step()
-        self.aux_optimizer.zero_grad(set_to_none=True)
-        aux = self.model.aux_loss()
-        aux.backward()
-        self.aux_optimizer.step()
+        if cfg.stage == 1:  # in stage 2 the entropy model (quantiles included) is frozen
+            self.aux_optimizer.zero_grad(set_to_none=True)
+            aux = self.model.aux_loss()
+            aux.backward()
+            self.aux_optimizer.step()
+        else:
+            with torch.no_grad():
+                aux = self.model.aux_loss()
 
         stats = {"loss": loss.item(), "bpp": bpp.mean().item(), "mse": mse.mean().item(),
                  "psnr": losses.psnr_from_mse(mse).mean().item(), "aux": aux.item(),
