@@ -212,6 +212,17 @@ def test_a_diverging_decoder_fails_loudly(model, encoded, monkeypatch, method):
         decompress_image(encoded, model)
 
 
+@pytest.mark.slow  # loads samic-lite: several seconds, more while numba's and torch's threads contend
+def test_default_model_is_the_shipped_one(crop):
+    from samic.weights import default_weights_path
+
+    if not default_weights_path().is_file():
+        pytest.skip("no shipped weights in assets/weights")
+    data = samic.compress_image(crop[:64, :64], 0.5)
+    assert read_header(data).model_name == "samic-lite"
+    assert samic.decompress_image(data).shape == (64, 64, 3)
+
+
 # ----------------------------------------------------------------------------- models and versions
 def test_model_digest_follows_the_weights_not_their_dtype():
     model = tiny_model()

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 
@@ -22,8 +23,10 @@ from samic.codec.latents import PhaseTimer, decode_latents, encode_latents, mode
 from samic.models.samic import SAMIC, pad_to_multiple
 
 
+@functools.lru_cache(maxsize=None)
 def default_model(name: str | None = None) -> SAMIC:
-    """The shipped weights for preset ``name`` (None: the default preset), via samic.weights."""
+    """The shipped weights for preset ``name`` (None: the default preset), via samic.weights;
+    loaded once per process (loading verifies a sha256 and the codec caches per model)."""
     from samic.weights import load_model  # lazy: needs safetensors and the weights files
 
     return load_model(name)
