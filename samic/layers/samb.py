@@ -38,14 +38,15 @@ def positional_encoding_2d(height: int, width: int, n_freqs: int, device=None, d
     Normalized coordinates keep the encoding comparable across image sizes; octave
     frequencies from pi to 2^(n-1) pi resolve from whole-image halves to fine positions.
     """
-    rows = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) / height
-    cols = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) / width
-    freqs = math.pi * 2.0 ** torch.arange(n_freqs, device=device, dtype=torch.float32)
+    dtype = dtype or torch.float32  # the codec's float64 entropy path needs float64 here too
+    rows = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height
+    cols = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width
+    freqs = math.pi * 2.0 ** torch.arange(n_freqs, device=device, dtype=dtype)
     r = rows[:, None, None] * freqs  # (H, 1, F)
     c = cols[None, :, None] * freqs  # (1, W, F)
     r, c = r.expand(height, width, n_freqs), c.expand(height, width, n_freqs)
     enc = torch.cat([r.sin(), r.cos(), c.sin(), c.cos()], dim=-1)
-    return enc.reshape(height * width, 4 * n_freqs).to(dtype or torch.float32)
+    return enc.reshape(height * width, 4 * n_freqs)
 
 
 class SemanticRouter(nn.Module):
@@ -169,7 +170,7 @@ class SAMB(nn.Module):
         delta = torch.cat(deltas, dim=-1).transpose(1, 2).contiguous()
         Bg = torch.stack(Bs, dim=1).transpose(2, 3).contiguous()  # (B, dirs, N, L)
         Cg = torch.stack(Cs, dim=1).transpose(2, 3).contiguous()
-        A = -torch.exp(self.A_log.float()).to(u.dtype)
+        A = -torch.exp(self.A_log.to(u.dtype))
         y = selective_scan(u, delta, A, Bg, Cg, D=self.D, delta_bias=self.dt_bias, delta_softplus=True)
         y = y.transpose(1, 2)  # (B, L, dirs*Di)
         if n_dir == 1:

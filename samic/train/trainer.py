@@ -360,8 +360,10 @@ class Trainer:
                 writer.writeheader()
             writer.writerows(rows)
 
-    def run(self) -> None:
+    def run(self, max_new_steps: int | None = None) -> None:
+        """Train until ``steps``, the time limit, SIGTERM, or ``max_new_steps`` more steps."""
         cfg = self.cfg
+        first_step = self.step
         start = time.time()
         deadline = start + cfg.time_limit_minutes * 60 if cfg.time_limit_minutes > 0 else math.inf
 
@@ -395,7 +397,8 @@ class Trainer:
                 window = []
             if self.dist.main and self.step % cfg.val_every == 0:
                 self._append_csv("val_log.csv", self.validate())
-            stop = self._stop or time.time() > deadline
+            stop = self._stop or time.time() > deadline or (
+                max_new_steps is not None and self.step - first_step >= max_new_steps)
             if self.dist.world > 1:  # every rank must agree to stop (collectives below)
                 flag = torch.tensor([float(stop)], device=self.device)
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)

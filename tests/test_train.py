@@ -1,0 +1,110 @@
+"""Trainer: exact resume, DDP across two gloo processes, stage-2 freezing, export/load."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from samic.train.data import RandomCrops, list_images
+from samic.train.trainer import TrainConfig, Trainer, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_DIR = ROOT / ".." / "shared" / "data" / "train"
+
+
+def tiny_config(out_dir: Path, **changes) -> TrainConfig:
+    base = dict(preset="samic-tiny", train_dir=str(TRAIN_DIR), crop=64, n_val_images=2, batch_size=2,
+                steps=4, lr=1e-3, warmup_steps=1, out_dir=str(out_dir), checkpoint_every=2, val_every=1000,
+                log_every=1, progress=False, seed=3)
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def test_samples_are_a_function_of_the_index():
+    files = list_images(TRAIN_DIR)[:4]
+    a, b = RandomCrops(files, crop=48, seed=1), RandomCrops(files, crop=48, seed=1)
+    assert torch.equal(a[7], b[7])
+    assert not torch.equal(a[7], a[8])
+    assert a[0].shape == (3, 48, 48) and 0 <= a[0].min() and a[0].max() <= 1
+
+
+def test_resume_is_exact(tmp_path):
+    straight = train(tiny_config(tmp_path / "straight")).model.state_dict()
+    interrupted = Trainer(tiny_config(tmp_path / "split"))
+    interrupted.run(max_new_steps=2)  # as if stopped by the time limit or SIGTERM
+    assert interrupted.step == 2
+    resumed = train(tiny_config(tmp_path / "split"))
+    assert resumed.step == 4
+    for name, value in resumed.model.state_dict().items():
+        assert torch.equal(value, straight[name]), name
+    log = (tmp_path / "split" / "train_log.csv").read_text().splitlines()
+    assert log[0].startswith("step,lr") and len(log) == 5
+
+
+def test_stage2_trains_only_the_perceptual_decoder(tmp_path):
+    stage1 = train(tiny_config(tmp_path / "s1", steps=1))
+    before = {k: v.clone() for k, v in stage1.model.state_dict().items()}
+    cfg = tiny_config(tmp_path / "s2", stage=2, steps=2, init=str(tmp_path / "s1" / "checkpoint.pt"),
+                      lpips_weight=1.0, gan_weight=0.1, mse_weight=0.3)
+    after = train(cfg).model.state_dict()
+    changed = {k for k in after if k in before and not torch.equal(after[k], before[k])}
+    assert not changed, f"frozen parameters changed: {sorted(changed)[:5]}"
+    perceptual = [k for k in after if k.startswith("g_s_perceptual.")]
+    assert perceptual and any(not torch.equal(after[k], before[k.replace("g_s_perceptual.", "g_s.", 1)])
+                              for k in perceptual)
+
+
+def test_export_and_load_roundtrip(tmp_path):
+    from samic.train.export import export_checkpoint
+    from samic.weights import WeightsError, load_model
+
+    trainer = train(tiny_config(tmp_path / "run", steps=1))
+    sidecar = export_checkpoint(tmp_path / "run" / "checkpoint.pt", tmp_path / "w.safetensors", dtype="float32")
+    assert sidecar["preset"] == "samic-tiny" and sidecar["steps"] == 1
+    model = load_model(tmp_path / "w.safetensors")
+    for name, value in trainer.model.state_dict().items():
+        assert torch.equal(model.state_dict()[name], value.cpu()), name
+    data = bytearray((tmp_path / "w.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / "w.safetensors").write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="corrupt"):
+        load_model(tmp_path / "w.safetensors")
+
+
+def test_config_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("[optim]\nbatch_sise = 4\n")
+    with pytest.raises(ValueError, match="batch_sise"):
+        TrainConfig.from_toml(path)
+
+
+def test_ddp_two_gloo_processes_end_identical(tmp_path):
+    worker = tmp_path / "worker.py"
+    worker.write_text(textwrap.dedent(f"""
+        import os, sys, torch
+        sys.path.insert(0, {str(ROOT / 'tests')!r})
+        from test_train import tiny_config
+        from samic.train.trainer import Trainer
+        cfg = tiny_config({str(tmp_path / 'ddp')!r}, steps=2, checkpoint_every=1000)
+        trainer = Trainer(cfg)
+        trainer.run()
+        torch.save(trainer.model.state_dict(), {str(tmp_path)!r} + f"/rank{{os.environ['RANK']}}.pt")
+        trainer.close()
+    """))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           "--rdzv-endpoint=127.0.0.1:0",
+                           "--rdzv-backend=c10d", str(worker)],
+                          capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0 = torch.load(tmp_path / "rank0.pt")
+    rank1 = torch.load(tmp_path / "rank1.pt")
+    initial = Trainer(tiny_config(tmp_path / "fresh", steps=0)).model.state_dict()
+    assert any(not torch.equal(rank0[k], initial[k]) for k in rank0), "no training happened"
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
