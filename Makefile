@@ -3,6 +3,8 @@
 #   make test   install everything, then run the test suite
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
+# idle OpenMP threads must not spin: torch and numba share the cores (see samic/__init__.py)
+export OMP_WAIT_POLICY ?= PASSIVE
 APT_PACKAGES = chromium chromium-driver libjxl-tools
 
 .PHONY: app test install system-packages
