@@ -1,0 +1,212 @@
+"""SAMIC explorer: a Gradio app that shows what the codec does to one image.
+
+    python app.py [--host 127.0.0.1] [--port 7860] [--share off] [--weights samic-lite]
+                  [--max-pixels 2000000] [--examples assets/examples] [--threads N]
+
+A thin client: every number and picture comes from samic.viz (inspect_image and its cache,
+the render functions); this file only lays out the page and wires the events. See docs/app.md.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import torch
+from PIL import Image
+
+from samic.codec.api import choose_decoder
+from samic.viz import cached_inspect_image, cached_rd_curves, prepare_image, render
+from samic.viz.inspect import DEFAULT_MAX_PIXELS, Inspection, image_digest
+from samic.weights import load_model
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES_DIR = ROOT / "assets" / "examples"
+DEFAULT_BLOCK = "g_a.stage2"
+METRICS = {"PSNR": "psnr", "MS-SSIM": "ms_ssim", "LPIPS": "lpips"}
+log = logging.getLogger("samic.app")
+
+
+def _user_error(exc: Exception, path: str | None = None, name: str | None = None) -> gr.Error:
+    """A one-line message for the page, with the upload's temporary path replaced by its name."""
+    message = str(exc) or type(exc).__name__
+    if path and name:
+        message = message.replace(path, name)
+    return gr.Error(message)
+
+
+def _block_choices(inspection: Inspection, block: str | None) -> tuple[list[str], str]:
+    names = list(inspection.blocks)
+    if block not in names:
+        block = DEFAULT_BLOCK if DEFAULT_BLOCK in names else names[0]
+    return names, block
+
+
+def _cluster_choices(inspection: Inspection, block: str, cluster) -> tuple[list, int]:
+    """Dropdown entries "id (share)" of the clusters present; keeps ``cluster`` if present,
+    else picks render.default_cluster."""
+    assignment = inspection.blocks[block].assignment
+    shares = render.cluster_shares(assignment)
+    if cluster is None or int(cluster) not in [k for k, _ in shares]:
+        cluster = render.default_cluster(assignment)
+    return [(f"{k} ({100 * s:.1f}% of tokens)", k) for k, s in shares], int(cluster)
+
+
+def build_demo(model, examples_dir: Path = EXAMPLES_DIR, max_pixels: int = DEFAULT_MAX_PIXELS) -> gr.Blocks:
+    """The page for ``model``; example photos are the images in ``examples_dir``."""
+    examples = sorted(p for p in Path(examples_dir).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    downloads = Path(tempfile.mkdtemp(prefix="samic-app-"))
+    decoders = list(model.decoders)
+
+    def views(inspection: Inspection | None, block: str, cluster, opacity: float):
+        """Cluster overlay, entropy map, scan path and scan orders of one block."""
+        if inspection is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        block_names, block = _block_choices(inspection, block)
+        choices, cluster = _cluster_choices(inspection, block, cluster)
+        clusters = inspection.blocks[block]
+        image = inspection.original
+        return (gr.Dropdown(choices=block_names, value=block),
+                gr.Dropdown(choices=choices, value=cluster),
+                render.cluster_overlay(image, clusters.assignment, clusters.stride, opacity),
+                render.entropy_map(image, clusters.probs, clusters.stride, block),
+                render.scan_path_figure(image, clusters.assignment, clusters.order, clusters.stride, cluster, block),
+                render.order_comparison_figure(clusters.assignment, clusters.order, block))
+
+    def analyse(file: str | None, quality: float, decoder: str, block: str, cluster, opacity: float,
+                progress=gr.Progress()):
+        """Compress/decompress the image at ``quality`` and fill every panel of the page."""
+        if file is None:
+            return [gr.skip()] * 15
+        name = Path(file).name
+        try:
+            rgb, notice = prepare_image(file, max_pixels)
+            inspection = cached_inspect_image(rgb, quality, decoder, model, progress)
+        except (ValueError, TypeError, OSError) as exc:  # ImageError and FormatError are ValueErrors
+            raise _user_error(exc, file, name) from None
+        except Exception as exc:  # noqa: BLE001 - show a message, keep the traceback in the log
+            log.exception("analysis of %s failed", name)
+            raise gr.Error(f"Processing {name} failed: {type(exc).__name__}: {exc}") from None
+
+        height, width = inspection.size
+        info = f"**{name}**: {width} x {height} px, {inspection.model_name}, {inspection.decoder} decoder"
+        info += f", quality {inspection.quality:.2f}" + (f"\n\n⚠️ {notice}" if notice else "")
+        table = [[label, round(value, 4), unit] for label, (value, unit) in inspection.metrics().items()]
+        folder = downloads / image_digest(rgb)[:16]
+        folder.mkdir(exist_ok=True)
+        stem = f"{Path(name).stem}-q{inspection.quality:.3f}-{inspection.decoder}"
+        samic_path, png_path = folder / f"{stem}.samic", folder / f"{stem}.png"
+        samic_path.write_bytes(inspection.data)
+        Image.fromarray(inspection.reconstruction).save(png_path)
+        spectrum = inspection.spectrum
+        return (info, (inspection.original, inspection.reconstruction), table,
+                gr.DownloadButton(value=str(samic_path), label=f"Download {samic_path.name}"),
+                gr.DownloadButton(value=str(png_path), label=f"Download {png_path.name}"),
+                render.error_heatmap(inspection.original, inspection.reconstruction),
+                render.bit_allocation_map(inspection.original, inspection.bits_y, inspection.bits_z, inspection.bpp),
+                render.spectrum_figure(*(spectrum if spectrum else (None, None, None))),
+                *views(inspection, block, cluster, opacity), inspection)
+
+    def rd(inspection: Inspection | None, metric: str, progress=gr.Progress()):
+        """This image's RD curves (SAMIC and JPEG/WebP/AVIF) with the current point."""
+        if inspection is None:
+            return gr.skip()
+        curves = cached_rd_curves(inspection.original, inspection.decoder, model, progress)
+        return render.rd_figure(curves, METRICS[metric], inspection)
+
+    def pick_example(evt: gr.SelectData) -> str:
+        return str(examples[evt.index])
+
+    with gr.Blocks(title="SAMIC explorer") as demo:
+        gr.Markdown(
+            "# SAMIC explorer\n"
+            f"Semantic-aware Mamba image codec, **{model.config.name}** weights on CPU "
+            f"({Path(getattr(model, 'weights_path', model.config.name)).name}). Upload a photo or pick an example, "
+            "then move the quality slider: each release runs the real codec (a `.samic` file and its decoding). "
+            f"Uploads above {max_pixels / 1e6:g} MP are downscaled.")
+        inspection_state = gr.State(None)
+        with gr.Row(elem_id="section-top"):
+            with gr.Column(scale=3, min_width=300):
+                file = gr.File(label="Image (JPEG, PNG, WebP, ...)", file_types=["image"], type="filepath",
+                               height=100)
+                gallery = gr.Gallery(value=[(str(p), p.stem) for p in examples], label="Examples", columns=5,
+                                     height=110, allow_preview=False, interactive=False, object_fit="cover",
+                                     elem_id="examples")
+                quality = gr.Slider(0.0, 1.0, value=0.5, step=0.01, label="Quality (rate knob, runs on release)",
+                                    elem_id="quality")
+                decoder = gr.Radio(decoders, value=choose_decoder(model, None), label="Decoder",
+                                   visible=len(decoders) > 1)
+                info = gr.Markdown("Pick an example or upload an image.", elem_id="info")
+                download_samic = gr.DownloadButton("Download .samic", value=None, size="sm")
+                download_png = gr.DownloadButton("Download decoded PNG", value=None, size="sm")
+            with gr.Column(scale=5):
+                compare = gr.ImageSlider(label="Original | reconstruction", format="png", max_height=600,
+                                         interactive=False, elem_id="compare")
+            with gr.Column(scale=3, min_width=330):
+                metrics = gr.Dataframe(headers=["metric", "value", "unit"], datatype=["str", "number", "str"],
+                                       label="Metrics", interactive=False, elem_id="metrics", wrap=True,
+                                       column_widths=["46%", "27%", "27%"])
+        with gr.Column(elem_id="section-distortion"):
+            gr.Markdown("## Distortion and rate")
+            with gr.Row():
+                diff = gr.Image(label="Error heatmap", format="png", interactive=False)
+                bits = gr.Image(label="Bit allocation (entropy model)", format="png", interactive=False)
+        with gr.Column(elem_id="section-clusters"):
+            gr.Markdown("## Semantic clusters of the SAMB blocks")
+            with gr.Row():
+                block = gr.Dropdown([], label="SAMB block", scale=1)
+                cluster = gr.Dropdown([], label="Cluster (for the scan path)", scale=1, allow_custom_value=True)
+                opacity = gr.Slider(0.0, 1.0, value=0.55, step=0.05, label="Cluster overlay opacity", scale=1)
+            with gr.Row():
+                overlay = gr.Image(label="Cluster assignment", format="png", interactive=False)
+                entropy = gr.Image(label="Soft-assignment entropy", format="png", interactive=False)
+            with gr.Row():
+                scan_path = gr.Plot(label="Scan path of the cluster", elem_id="scan-path")
+                scan_order = gr.Plot(label="Scan order: cluster by cluster vs raster")
+        with gr.Column(elem_id="section-spectrum-rd"):
+            gr.Markdown("## SVD-RRM spectrum and rate-distortion")
+            with gr.Row():
+                spectrum = gr.Plot(label="Singular values of y", elem_id="spectrum")
+                with gr.Column():
+                    rd_metric = gr.Radio(list(METRICS), value="PSNR", label="RD metric")
+                    rd_plot = gr.Plot(label="Rate-distortion (this image)", elem_id="rd-plot")
+
+        view_outputs = [block, cluster, overlay, entropy, scan_path, scan_order]
+        gr.on([file.change, quality.release, decoder.input], analyse,
+              inputs=[file, quality, decoder, block, cluster, opacity],
+              outputs=[info, compare, metrics, download_samic, download_png, diff, bits, spectrum,
+                       *view_outputs, inspection_state], api_name="inspect"
+              ).success(rd, inputs=[inspection_state, rd_metric], outputs=rd_plot, api_name="rd_curve")
+        gr.on([block.input, cluster.input, opacity.release], views,
+              inputs=[inspection_state, block, cluster, opacity], outputs=view_outputs, api_name="views")
+        rd_metric.input(rd, inputs=[inspection_state, rd_metric], outputs=rd_plot, api_name="rd_metric")
+        gallery.select(pick_example, outputs=file, api_name="pick_example")
+    demo.queue(default_concurrency_limit=1, max_size=64)
+    return demo
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="SAMIC explorer (Gradio)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", choices=["on", "off"], default="off", help="public Gradio share link")
+    parser.add_argument("--weights", default=None, help="preset name or .safetensors path (default: shipped)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="uploads above this many pixels are downscaled")
+    parser.add_argument("--examples", type=Path, default=EXAMPLES_DIR, help="folder of example photos")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice; 1 is faster on a busy machine)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.weights, device="cpu")
+    demo = build_demo(model, args.examples, args.max_pixels)
+    demo.launch(server_name=args.host, server_port=args.port, share=args.share == "on",
+                allowed_paths=[str(args.examples)], show_error=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,342 @@
+"""One typed call for the app and the notebooks: what SAMIC does to one image.
+
+``inspect_image`` runs the real codec (compress to .samic bytes, decompress) for the
+reconstruction, the rate and the timings, measures PSNR, MS-SSIM and LPIPS-Alex, and runs one
+deterministic eval-mode forward pass for the intermediates (SAMB clusters and scan orders,
+the SVD-RRM spectrum, the estimated bits per latent position). ``rd_curve`` and
+``classical_rd_curves`` give this image's rate-distortion points for SAMIC and for JPEG, WebP
+and AVIF (real encoders). ``cached_inspect_image`` and ``cached_rd_curves`` memoize both per
+(image content, quality, decoder, model) in small thread-safe LRU caches.
+
+All arrays are numpy, batch dimension removed, and read-only (cached results are shared).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable, NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+from samic.codec.api import choose_decoder, compress_image, decompress_image, default_model, to_tensor
+from samic.codec.image_io import load_image
+from samic.eval.classical import CODECS, bits_per_pixel, missing_codecs
+from samic.metrics import lpips_distance, ms_ssim, psnr
+from samic.models.samic import SAMIC
+
+Progress = Callable[[float, str], None]  # (fraction done in [0, 1], description)
+
+# Uploads above this many pixels are downscaled by prepare_image (CPU time grows linearly).
+DEFAULT_MAX_PIXELS = 2_000_000
+SAMIC_RD_QUALITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
+# A few points per classical codec, spread from its lowest rate to well above SAMIC's range.
+CLASSICAL_RD_QUALITIES = {
+    "jpeg": (5, 10, 20, 35, 50, 75),
+    "webp": (0, 5, 15, 30, 50, 75),
+    "avif": (0, 15, 30, 45, 60, 75),
+}
+
+
+class BlockClusters(NamedTuple):
+    """The clustering of one SAMB over its h x w token grid (K clusters)."""
+
+    assignment: np.ndarray  # (h, w) int64 cluster id of each token (deterministic argmax)
+    probs: np.ndarray  # (K, h, w) float32 soft assignment probabilities (no Gumbel noise)
+    order: np.ndarray  # (h*w,) int64 raster indices of the tokens in scan order
+    stride: int  # image pixels per token side: token (r, c) covers rows r*stride..(r+1)*stride-1
+
+
+class Spectrum(NamedTuple):
+    """SVD-RRM on y (before the gain units): singular values, descending."""
+
+    singular_values: np.ndarray  # (C,) float32
+    thresholded: np.ndarray  # (C,) float32, max(s - threshold, 0)
+    threshold: float  # the absolute soft threshold tau
+
+
+class Inspection(NamedTuple):
+    """Everything the app shows about one image at one quality (H x W image, padded to
+    H' x W', multiples of 64, inside the network)."""
+
+    original: np.ndarray  # (H, W, 3) uint8, the image that was coded
+    reconstruction: np.ndarray  # (H, W, 3) uint8, decoded from ``data``
+    data: bytes  # the .samic file
+    quality: float  # the float32 quality stored in the file, in [0, 1]
+    decoder: str  # "mse" or "perceptual"
+    model_name: str  # preset name, e.g. "samic-lite"
+    bpp: float  # 8 * len(data) / (H * W)
+    compression_ratio: float  # raw 24-bit RGB size / file size = 24 / bpp
+    encode_seconds: float  # compress_image wall time
+    decode_seconds: float  # decompress_image wall time
+    psnr: float  # dB, RGB
+    ms_ssim: float  # RGB
+    lpips: float  # LPIPS-Alex v0.1
+    estimated_bpp: float  # rate estimated by the entropy model in the forward pass
+    blocks: dict[str, BlockClusters]  # per SAMB, e.g. "g_a.stage2", "h_s.samb", "g_s.stage3"
+    spectrum: Spectrum | None  # None for presets without SVD-RRM
+    bits_y: np.ndarray  # (H'/16, W'/16) float32 estimated bits per position of y
+    bits_z: np.ndarray  # (H'/64, W'/64) float32 estimated bits per position of z
+    padded_size: tuple[int, int]  # (H', W')
+
+    @property
+    def num_bytes(self) -> int:
+        return len(self.data)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W)."""
+        return self.original.shape[:2]
+
+    def metrics(self) -> dict[str, tuple[float, str]]:
+        """The headline numbers, in display order: name -> (value, unit)."""
+        return {
+            "rate": (self.bpp, "bpp"),
+            "file size": (float(self.num_bytes), "bytes"),
+            "compression ratio": (self.compression_ratio, ": 1"),
+            "PSNR": (self.psnr, "dB"),
+            "MS-SSIM": (self.ms_ssim, ""),
+            "LPIPS (Alex)": (self.lpips, "lower is better"),
+            "encode time": (self.encode_seconds, "s"),
+            "decode time": (self.decode_seconds, "s"),
+            "estimated rate": (self.estimated_bpp, "bpp (model)"),
+        }
+
+
+class RDPoint(NamedTuple):
+    """One encoding of one image by one codec, measured on the real file."""
+
+    codec: str  # "samic", "jpeg", "webp", "avif"
+    quality: float  # the codec's own quality parameter
+    bpp: float
+    psnr: float
+    ms_ssim: float
+    lpips: float
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array = np.ascontiguousarray(array)
+    array.setflags(write=False)
+    return array
+
+
+def _report(progress: Progress | None, fraction: float, description: str) -> None:
+    if progress is not None:
+        progress(fraction, description)
+
+
+def prepare_image(image, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str | None]:
+    """Load ``image`` (path, PIL image or array; see samic.codec.image_io) as uint8 (H, W, 3)
+    and downscale it (Lanczos, aspect kept) when it has more than ``max_pixels`` pixels.
+
+    Returns the array and a one-line notice when it was downscaled (else None). Unreadable
+    or unsupported input raises samic.codec.ImageError with a readable message.
+    """
+    rgb = load_image(image)
+    height, width = rgb.shape[:2]
+    if max_pixels is None or height * width <= max_pixels:
+        return rgb, None
+    scale = math.sqrt(max_pixels / (height * width))
+    new_w, new_h = max(1, int(width * scale)), max(1, int(height * scale))
+    small = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.LANCZOS))
+    notice = (f"The image was downscaled from {width} x {height} to {new_w} x {new_h} pixels "
+              f"(limit {max_pixels / 1e6:g} MP).")
+    return np.ascontiguousarray(small), notice
+
+
+def image_metrics(original: np.ndarray, reconstruction: np.ndarray) -> dict[str, float]:
+    """PSNR (dB), MS-SSIM and LPIPS-Alex of two uint8 (H, W, 3) images."""
+    # writable arrays: torch.from_numpy warns on read-only ones (cached images are read-only)
+    original, reconstruction = (np.require(a, requirements="W") for a in (original, reconstruction))
+    return {"psnr": float(psnr(original, reconstruction)),
+            "ms_ssim": float(ms_ssim(original, reconstruction)),
+            "lpips": float(lpips_distance(original, reconstruction, net="alex"))}
+
+
+@torch.no_grad()
+def _forward_intermediates(model: SAMIC, rgb: np.ndarray, quality: float, decoder: str):
+    """One deterministic eval-mode forward pass -> SAMICOutput with intermediates."""
+    parameter = next(model.parameters())
+    was_training = model.training
+    model.eval()  # eval: argmax clustering, no Gumbel noise; rounding instead of noise
+    try:
+        x = to_tensor(rgb, parameter.device, parameter.dtype)
+        return model(x, quality, decoder, return_intermediates=True)
+    finally:
+        model.train(was_training)
+
+
+def inspect_image(image, quality: float, decoder: str | None = None, model: SAMIC | None = None,
+                  progress: Progress | None = None) -> Inspection:
+    """Compress and decompress ``image`` with the real codec and collect what the app shows.
+
+    image: a path, PIL image or uint8 array (coded as it is: see ``prepare_image`` for the
+    downscaling the app applies). quality in [0, 1]. decoder: "mse", "perceptual" or None
+    (perceptual when the model has it). model: a SAMIC (None: the shipped weights).
+    ``progress(fraction, description)`` is called between the steps.
+    """
+    model = default_model() if model is None else model
+    decoder = choose_decoder(model, decoder)
+    rgb = load_image(image)
+    height, width = rgb.shape[:2]
+
+    _report(progress, 0.0, "encoding")
+    start = time.perf_counter()
+    data = compress_image(rgb, quality, model)
+    encode_seconds = time.perf_counter() - start
+    _report(progress, 0.3, "decoding")
+    start = time.perf_counter()
+    reconstruction = decompress_image(data, model, decoder)
+    decode_seconds = time.perf_counter() - start
+    quality = float(np.float32(quality))  # what the file stores (compress_image validated it)
+
+    _report(progress, 0.55, "measuring PSNR, MS-SSIM, LPIPS")
+    metrics = image_metrics(rgb, reconstruction)
+
+    _report(progress, 0.7, "forward pass for the intermediates")
+    out = _forward_intermediates(model, rgb, quality, decoder)
+    inter = out.intermediates
+    padded_h, padded_w = out.padded_size
+    blocks = {
+        name: BlockClusters(assignment=_read_only(block.assignment[0].cpu().numpy()),
+                            probs=_read_only(block.probs[0].float().cpu().numpy()),
+                            order=_read_only(block.order[0].cpu().numpy()),
+                            stride=padded_h // block.assignment.shape[1])
+        for name, block in inter.samb.items()
+    }
+    spectrum = None
+    if inter.spectrum is not None:
+        spectrum = Spectrum(singular_values=_read_only(inter.spectrum.singular_values[0].cpu().numpy()),
+                            thresholded=_read_only(inter.spectrum.thresholded[0].cpu().numpy()),
+                            threshold=float(inter.spectrum.threshold[0]))
+    bits_y = inter.bits_y[0].float().cpu().numpy()
+    bits_z = inter.bits_z[0].float().cpu().numpy()
+    bpp = bits_per_pixel(data, rgb.shape)
+    _report(progress, 1.0, "done")
+    return Inspection(
+        original=_read_only(rgb), reconstruction=_read_only(reconstruction), data=data,
+        quality=quality, decoder=decoder, model_name=model.config.name,
+        bpp=bpp, compression_ratio=24.0 / bpp,
+        encode_seconds=encode_seconds, decode_seconds=decode_seconds, **metrics,
+        estimated_bpp=float(bits_y.sum() + bits_z.sum()) / (height * width),
+        blocks=blocks, spectrum=spectrum, bits_y=_read_only(bits_y), bits_z=_read_only(bits_z),
+        padded_size=(padded_h, padded_w))
+
+
+def rd_curve(image, model: SAMIC | None = None, qualities=SAMIC_RD_QUALITIES, decoder: str | None = None,
+             progress: Progress | None = None) -> list[RDPoint]:
+    """SAMIC's rate-distortion points for one image: one real compress/decompress per quality."""
+    model = default_model() if model is None else model
+    decoder = choose_decoder(model, decoder)
+    rgb = load_image(image)
+    points = []
+    for i, quality in enumerate(qualities):
+        _report(progress, i / len(qualities), f"SAMIC at quality {quality:g}")
+        data = compress_image(rgb, quality, model)
+        reconstruction = decompress_image(data, model, decoder)
+        points.append(RDPoint("samic", float(quality), bits_per_pixel(data, rgb.shape),
+                              **image_metrics(rgb, reconstruction)))
+    return points
+
+
+def classical_rd_curves(image, qualities: dict[str, tuple[float, ...]] = CLASSICAL_RD_QUALITIES,
+                        progress: Progress | None = None) -> dict[str, list[RDPoint]]:
+    """Rate-distortion points of classical codecs (name -> qualities, default JPEG, WebP, AVIF)
+    on one image, through their real encoders. Codecs unavailable here are left out."""
+    rgb = load_image(image)
+    missing = missing_codecs()
+    jobs = [(name, q) for name, qs in qualities.items() if name not in missing for q in qs]
+    codecs = {name: CODECS[name]() for name in qualities if name not in missing}
+    curves: dict[str, list[RDPoint]] = {name: [] for name in codecs}
+    for i, (name, quality) in enumerate(jobs):
+        _report(progress, i / len(jobs), f"{name} at quality {quality:g}")
+        data = codecs[name].encode(rgb, quality)
+        reconstruction = codecs[name].decode(data)
+        curves[name].append(RDPoint(name, float(quality), bits_per_pixel(data, rgb.shape),
+                                    **image_metrics(rgb, reconstruction)))
+    return curves
+
+
+# ---------------------------------------------------------------------------------- caching
+class LRUCache:
+    """A small thread-safe least-recently-used mapping."""
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        """The value for ``key`` (marked as recently used), or None."""
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+INSPECTIONS = LRUCache(maxsize=12)
+RD_CURVES = LRUCache(maxsize=8)
+
+
+def image_digest(rgb: np.ndarray) -> str:
+    """SHA-1 of a uint8 (H, W, 3) image's shape and pixels: the cache key of its content."""
+    digest = hashlib.sha1(repr(rgb.shape).encode())
+    digest.update(np.ascontiguousarray(rgb).data)
+    return digest.hexdigest()
+
+
+def _model_key(model: SAMIC) -> int:
+    return id(model)  # models are long-lived (one per process in the app)
+
+
+def cached_inspect_image(image, quality: float, decoder: str | None = None, model: SAMIC | None = None,
+                         progress: Progress | None = None) -> Inspection:
+    """``inspect_image`` memoized per (image content, quality, decoder, model)."""
+    model = default_model() if model is None else model
+    decoder = choose_decoder(model, decoder)
+    rgb = load_image(image)
+    key = (image_digest(rgb), float(np.float32(quality)), decoder, _model_key(model))
+    result = INSPECTIONS.get(key)
+    if result is None:
+        result = inspect_image(rgb, quality, decoder, model, progress)
+        INSPECTIONS.put(key, result)
+    return result
+
+
+def cached_rd_curves(image, decoder: str | None = None, model: SAMIC | None = None,
+                     progress: Progress | None = None) -> dict[str, list[RDPoint]]:
+    """SAMIC (default qualities) and JPEG/WebP/AVIF curves of one image, memoized per
+    (image content, decoder, model): {"samic": [...], "jpeg": [...], ...}."""
+    model = default_model() if model is None else model
+    decoder = choose_decoder(model, decoder)
+    rgb = load_image(image)
+    key = (image_digest(rgb), decoder, _model_key(model))
+    curves = RD_CURVES.get(key)
+    if curves is None:
+        share = len(SAMIC_RD_QUALITIES) / (len(SAMIC_RD_QUALITIES) + sum(map(len, CLASSICAL_RD_QUALITIES.values())))
+        samic = rd_curve(rgb, model, SAMIC_RD_QUALITIES, decoder,
+                         None if progress is None else lambda f, d: progress(f * share, d))
+        classical = classical_rd_curves(rgb, progress=None if progress is None
+                                        else lambda f, d: progress(share + f * (1 - share), d))
+        curves = {"samic": samic, **classical}
+        RD_CURVES.put(key, curves)
+    return curves

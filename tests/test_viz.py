@@ -1,0 +1,180 @@
+"""samic.viz: the typed inspection call on a real Kodak crop, its cache, the RD curves and
+the render functions."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+import torch
+from PIL import Image
+
+from samic.codec.api import decompress_image
+from samic.codec.image_io import ImageError
+from samic.viz import (Inspection, cached_inspect_image, classical_rd_curves, inspect_image, prepare_image,
+                       rd_curve, render)
+from samic.weights import load_model
+
+KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"
+HEIGHT, WIDTH = 96, 160  # not multiples of 64: the network pads to 128 x 192
+
+
+@pytest.fixture(scope="module")
+def model():
+    # one thread: several times faster for these small images when the CPU is shared
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_model()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def crop() -> np.ndarray:
+    if not KODAK.is_dir():
+        pytest.skip(f"Kodak images not found at {KODAK}")
+    with Image.open(KODAK / "kodim23.png") as image:
+        return np.asarray(image.convert("RGB"))[150:150 + HEIGHT, 300:300 + WIDTH].copy()
+
+
+@pytest.fixture(scope="module")
+def inspection(model, crop) -> Inspection:
+    return cached_inspect_image(crop, 0.5, model=model)
+
+
+def test_inspection_fields_and_shapes(inspection, crop, model):
+    ins = inspection
+    assert ins.original.shape == ins.reconstruction.shape == (HEIGHT, WIDTH, 3)
+    assert ins.original.dtype == ins.reconstruction.dtype == np.uint8
+    assert np.array_equal(ins.original, crop)
+    assert ins.size == (HEIGHT, WIDTH) and ins.padded_size == (128, 192)
+    assert ins.quality == 0.5 and ins.decoder == "mse" and ins.model_name == "samic-lite"
+    # the real codec: the reconstruction is what the .samic bytes decode to
+    assert ins.data[:4] == b"\x89SMC" and ins.num_bytes == len(ins.data)
+    assert np.array_equal(decompress_image(ins.data, model, "mse"), ins.reconstruction)
+    assert ins.bpp == pytest.approx(8 * len(ins.data) / (HEIGHT * WIDTH))
+    assert ins.compression_ratio == pytest.approx(3 * HEIGHT * WIDTH / len(ins.data))
+    assert ins.encode_seconds > 0 and ins.decode_seconds > 0
+    assert 15 < ins.psnr < 50 and 0 < ins.ms_ssim <= 1 and 0 <= ins.lpips < 1
+    assert 0 < ins.estimated_bpp < 2 * ins.bpp
+    assert set(ins.metrics()) >= {"rate", "file size", "compression ratio", "PSNR", "MS-SSIM", "LPIPS (Alex)",
+                                  "encode time", "decode time"}
+
+    # one entry per SAMB of the preset (samic-lite: stages 2 and 3 and the hyper transforms)
+    assert set(ins.blocks) == {"g_a.stage2", "g_a.stage3", "h_a.samb", "h_s.samb", "g_s.stage3", "g_s.stage2"}
+    strides = {"g_a.stage2": 4, "g_a.stage3": 8, "h_a.samb": 32, "h_s.samb": 32, "g_s.stage3": 8, "g_s.stage2": 4}
+    k = model.config.n_clusters
+    for name, block in ins.blocks.items():
+        h, w = 128 // strides[name], 192 // strides[name]
+        assert block.stride == strides[name]
+        assert block.assignment.shape == (h, w) and block.assignment.dtype == np.int64
+        assert block.probs.shape == (k, h, w)
+        np.testing.assert_allclose(block.probs.sum(0), 1, atol=1e-4)
+        assert np.array_equal(block.assignment, block.probs.argmax(0))  # deterministic argmax
+        assert block.order.shape == (h * w,) and np.array_equal(np.sort(block.order), np.arange(h * w))
+        scanned = block.assignment.reshape(-1)[block.order]
+        assert np.all(np.diff(scanned) >= 0)  # cluster by cluster
+        for cluster in np.unique(scanned):  # raster order inside each cluster (stable sort)
+            assert np.all(np.diff(block.order[scanned == cluster]) > 0)
+        assert not block.order.flags.writeable
+
+    m = model.config.M
+    assert ins.spectrum.singular_values.shape == ins.spectrum.thresholded.shape == (m,)
+    assert np.all(np.diff(ins.spectrum.singular_values) <= 1e-6)
+    np.testing.assert_allclose(ins.spectrum.thresholded,
+                               np.maximum(ins.spectrum.singular_values - ins.spectrum.threshold, 0), atol=1e-5)
+    assert ins.bits_y.shape == (128 // 16, 192 // 16) and ins.bits_z.shape == (128 // 64, 192 // 64)
+    assert np.all(ins.bits_y >= 0)
+
+
+def test_cache_and_errors(model, crop, inspection, tmp_path):
+    assert cached_inspect_image(crop.copy(), 0.5, "mse", model) is inspection  # keyed by content
+    if "perceptual" not in model.decoders:
+        with pytest.raises(ValueError, match="perceptual"):
+            inspect_image(crop, 0.5, "perceptual", model)
+    with pytest.raises(ValueError, match="quality"):
+        inspect_image(crop, 1.5, model=model)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0" + bytes(100))
+    with pytest.raises(ImageError):
+        prepare_image(broken)
+
+
+def test_prepare_image_downscales_above_the_limit():
+    rgb = np.random.default_rng(1).integers(0, 256, (300, 400, 3), np.uint8)
+    same, notice = prepare_image(rgb, max_pixels=120_000)
+    assert notice is None and np.array_equal(same, rgb)
+    small, notice = prepare_image(rgb, max_pixels=30_000)
+    assert small.shape[0] * small.shape[1] <= 30_000 and small.shape[2] == 3
+    assert abs(small.shape[1] / small.shape[0] - 4 / 3) < 0.02
+    assert "400 x 300" in notice and f"{small.shape[1]} x {small.shape[0]}" in notice
+
+
+def test_rd_curves(model, crop):
+    tiny = crop[:64, :64].copy()
+    samic = rd_curve(tiny, model, qualities=(0.1, 0.9))
+    assert [p.codec for p in samic] == ["samic", "samic"] and samic[0].bpp < samic[1].bpp
+    classical = classical_rd_curves(tiny, {"jpeg": (10, 60), "webp": (10, 60), "avif": (10, 60)})
+    assert set(classical) == {"jpeg", "webp", "avif"}
+    for points in classical.values():
+        assert len(points) == 2 and points[0].bpp < points[1].bpp and points[0].psnr < points[1].psnr
+    fig = render.rd_figure({"samic": samic, **classical}, "lpips", current=samic[0])
+    assert [t.name for t in fig.data] == ["SAMIC", "JPEG", "WEBP", "AVIF", "current"]
+    with pytest.raises(ValueError):
+        render.rd_figure({"samic": samic}, "ssim")
+
+
+def test_render_images(inspection):
+    ins = inspection
+    block = ins.blocks["g_a.stage3"]
+    overlay = render.cluster_overlay(ins.original, block.assignment, block.stride, opacity=0.5)
+    assert overlay.dtype == np.uint8 and overlay.shape[1:] == (WIDTH, 3) and overlay.shape[0] > HEIGHT
+    plain = render.cluster_overlay(ins.original, block.assignment, block.stride, opacity=0.0, legend=False)
+    assert np.array_equal(plain, ins.original)
+    for image in (render.entropy_map(ins.original, block.probs, block.stride, "g_a.stage3"),
+                  render.error_heatmap(ins.original, ins.reconstruction),
+                  render.bit_allocation_map(ins.original, ins.bits_y, ins.bits_z, ins.bpp)):
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3 and image.shape[1] >= 500
+        assert image.std() > 10  # not blank
+
+    k = block.probs.shape[0]
+    entropy = render.assignment_entropy(block.probs)
+    assert entropy.shape == block.assignment.shape and np.all((entropy >= -1e-6) & (entropy <= math.log2(k) + 1e-5))
+    uniform = np.full((k, 2, 3), 1 / k, np.float32)
+    np.testing.assert_allclose(render.assignment_entropy(uniform), math.log2(k), rtol=1e-5)
+    # the bits map spreads every estimated bit over the padded image exactly once
+    bpp = render.bits_per_pixel_map(ins.bits_y, ins.bits_z, ins.padded_size)
+    assert bpp.shape == ins.padded_size
+    assert bpp.sum() == pytest.approx(ins.bits_y.sum() + ins.bits_z.sum(), rel=1e-4)
+
+
+def test_render_figures(inspection):
+    ins = inspection
+    block = ins.blocks["g_a.stage2"]
+    cluster, share = max(render.cluster_shares(block.assignment), key=lambda ks: ks[1])
+    fig = render.scan_path_figure(ins.original, block.assignment, block.order, block.stride, cluster, "g_a.stage2")
+    assert isinstance(fig, go.Figure)
+    n_tokens = int((block.assignment == cluster).sum())
+    assert n_tokens == round(share * block.assignment.size) and len(fig.data[1].x) == n_tokens
+    steps = np.asarray(fig.data[1].marker.color)
+    assert np.all(np.diff(steps) == 1)  # a cluster is one contiguous run of the scan
+
+    toy = np.array([[0, 0, 0, 1], [0, 0, 2, 2]])
+    assert render.cluster_shares(toy) == [(0, 0.625), (1, 0.125), (2, 0.25)]
+    assert render.default_cluster(toy) == 2 and render.default_cluster(np.zeros((2, 2), int)) == 0
+
+    positions = render.scan_positions(block.order, block.assignment.shape)
+    assert np.array_equal(positions.reshape(-1)[block.order], np.arange(block.order.size))
+    fig = render.order_comparison_figure(block.assignment, block.order, "g_a.stage2")
+    assert [t.type for t in fig.data] == ["heatmap", "heatmap"]
+    assert np.array_equal(np.asarray(fig.data[1].z), np.arange(positions.size).reshape(positions.shape))
+
+    s = ins.spectrum
+    fig = render.spectrum_figure(s.singular_values, s.thresholded, s.threshold)
+    assert fig.layout.yaxis.type == "log" and len(fig.data) == 2 and "retained energy" in fig.layout.title.text
+    assert "no SVD-RRM" in render.spectrum_figure(None, None, None).layout.title.text
+    stats = render.spectrum_stats(s.singular_values, s.thresholded)
+    assert 0 <= stats["retained_energy"] <= 1 and stats["kept_rank"] <= stats["channels"]
+    assert stats["effective_rank_thresholded"] <= stats["effective_rank"] + 1e-6
+    assert render.effective_rank(np.ones(8)) == pytest.approx(8) and render.effective_rank(np.zeros(3)) == 0
