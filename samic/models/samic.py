@@ -55,21 +55,16 @@ class SAMICOutput(NamedTuple):
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = PAD_MULTIPLE) -> torch.Tensor:
-    """Replicate-pad (B, C, H, W) on the bottom/right to multiples of ``multiple``."""
+    """Replicate-pad (B, C, H, W) on the bottom/right to multiples of ``multiple``.
+
+    Replicating the border (rather than zero padding) costs few bits: the padded area is
+    flat continuation of the image, and it is cropped away after decoding.
+    """
     height, width = x.shape[-2:]
     pad_h, pad_w = (-height) % multiple, (-width) % multiple
     if pad_h == 0 and pad_w == 0:
         return x
-    # replicate padding needs pad < size; repeat for tiny inputs
-    while pad_h or pad_w:
-        step_h, step_w = min(pad_h, x.shape[-2] - 1) if x.shape[-2] > 1 else pad_h, \
-            min(pad_w, x.shape[-1] - 1) if x.shape[-1] > 1 else pad_w
-        if x.shape[-2] == 1 or x.shape[-1] == 1:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if x.dim() == 4 else x
-            break
-        x = F.pad(x, (0, step_w, 0, step_h), mode="replicate")
-        pad_h, pad_w = pad_h - step_h, pad_w - step_w
-    return x
+    return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
 
 
 class _Stages(nn.Module):
