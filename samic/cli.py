@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "samic.commands.decompress",
     "samic.commands.train",
     "samic.commands.eval",
+    "samic.commands.bench_codec",
 )
 
 

@@ -65,8 +65,8 @@ def register(subparsers) -> None:
     p.add_argument("--decoder", choices=("mse", "perceptual", "both"), default=None,
                    help="SAMIC decoder(s) to evaluate (default: every decoder the weights have)")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads for SAMIC and the metrics (default 1, like the classical encoders, "
-                        "which run on one thread)")
+                   help="torch and numba threads for SAMIC and the metrics (default 1, like the classical "
+                        "encoders, which run on one thread)")
     p.add_argument("--resume", action="store_true",
                    help="keep the rate points already in --out made with the same codec settings (for SAMIC: "
                         "the same weights); points that lack a requested metric are re-encoded for it only")
@@ -266,13 +266,15 @@ def run(args) -> int:
 
     import torch
 
+    from samic.commands.bench_codec import set_threads
+
     threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     try:
         results = evaluate_all(dataset, codecs, sweeps, metric_keys, out, n_images=n_images, limit=args.limit,
                                per_image=args.per_image, resume=args.resume, progress=not args.quiet)
     finally:
-        torch.set_num_threads(threads)
+        set_threads(threads)
     report(results, codecs, out, plots=not args.no_plots)
     return 0
 
