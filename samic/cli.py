@@ -12,6 +12,7 @@ import sys
 
 COMMAND_MODULES = (
     "samic.commands.info",
+    "samic.commands.bench",
     "samic.commands.compress",
     "samic.commands.decompress",
     "samic.commands.train",
@@ -46,4 +47,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m samic.cli` runs this file as a second module, __main__, whose UserError is
+    # not the samic.cli.UserError that commands raise: run the real samic.cli.main.
+    from samic.cli import main as _main
+
+    sys.exit(_main())

@@ -34,7 +34,19 @@ def _exp_mantissa(x, exponent_bits, n):
         np.float32(1 / 6) + r * (np.float32(1 / 24) + r * (np.float32(1 / 120) + r * np.float32(1 / 720))))))
 
 
-@nb.njit(parallel=True, fastmath=_FASTMATH, cache=True)
+@nb.njit(fastmath=_FASTMATH, cache=True)
+def _exps(dt, A_d, a, bits):
+    """a[n] * 2^k[n] = exp(dt * A_d[n]) for every state n (k's float bits in bits[n]).
+
+    A function of its own so that its instructions keep _FASTMATH's flags (no 'reassoc')
+    when LLVM inlines it into a kernel compiled with 'reassoc'."""
+    for n in range(A_d.shape[0]):
+        a[n] = _exp_mantissa(dt * A_d[n], bits, n)
+
+
+# 'reassoc' lets LLVM vectorize the <C_t, h_t> reduction; a scalar chain of N dependent
+# adds per token was the forward's bottleneck (2x slower). The exp is protected in _exps.
+@nb.njit(parallel=True, fastmath=_FASTMATH | {"reassoc"}, cache=True)
 def scan_forward(u, delta, A, B, C, h_state, y, checkpoints, chunk):
     """One segment of the scan: y = scan(...) starting from h_state (updated in place).
 
@@ -61,8 +73,7 @@ def scan_forward(u, delta, A, B, C, h_state, y, checkpoints, chunk):
             x = dt * u[b, d, t]
             B_t = B[b, g, t]
             C_t = C[b, g, t]
-            for n in range(n_state):
-                a[n] = _exp_mantissa(dt * A_d[n], bits, n)
+            _exps(dt, A_d, a, bits)
             acc = np.float32(0.0)
             for n in range(n_state):
                 h[n] = a[n] * scale[n] * h[n] + x * B_t[n]

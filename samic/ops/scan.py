@@ -168,14 +168,17 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
 # ----------------------------------------------------------------------------- reference
 def _scan_reference(u, delta, A, B, C):
     """The recurrence, token by token (ground truth; differentiable through autograd)."""
-    batch, dim, length = u.shape
+    batch, dim, _ = u.shape
     B, C = _per_channel(B, dim).to(u.dtype), _per_channel(C, dim).to(u.dtype)
     h = u.new_zeros(batch, dim, A.shape[1])
     ys = []
-    for t in range(length):
-        dt = delta[:, :, t, None]
-        h = torch.exp(dt * A) * h + dt * B[:, :, :, t] * u[:, :, t, None]
-        ys.append((h * C[:, :, :, t]).sum(-1))
+    # unbind once: indexing [..., t] per token would make the backward O(L^2) (one
+    # zero-filled full-size gradient per token); unbind's backward is a single stack.
+    for u_t, dt, B_t, C_t in zip(u.unbind(-1), delta.unsqueeze(-1).unbind(-2), B.unbind(-1), C.unbind(-1)):
+        h = torch.exp(dt * A) * h + dt * B_t * u_t[..., None]
+        ys.append((h * C_t).sum(-1))
+    if not ys:
+        return u.new_zeros(batch, dim, 0)
     return torch.stack(ys, dim=-1)
 
 
@@ -247,15 +250,6 @@ def _numba_kernels():
     with _numba_lock:
         from samic.ops import _scan_numba
         return _scan_numba.scan_forward, _scan_numba.scan_backward
-
-
-def _segments(length: int):
-    return [(t0, min(t0 + SEGMENT, length)) for t0 in range(0, length, SEGMENT)]
-
-
-def _token_major(t: torch.Tensor, t0: int, t1: int) -> torch.Tensor:
-    """(batch, G, N, L) -> contiguous float32 (batch, G, t1 - t0, N) for one segment."""
-    return t[..., t0:t1].transpose(2, 3).to(torch.float32).contiguous()
 
 
 class _NumbaScan(torch.autograd.Function):
