@@ -90,7 +90,6 @@ def test_code_compiles_and_library_imports_resolve(name):
                 exec(compile(ast.Module([node], type_ignores=[]), f"{name}[{index}]", "exec"), {})
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(NOTEBOOK_TIMEOUT_S + 60)
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_executes_headless(name, monkeypatch):
