@@ -40,7 +40,7 @@ def crop() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def inspection(model, crop) -> Inspection:
-    return cached_inspect_image(crop, 0.5, model=model)
+    return cached_inspect_image(crop, 0.5, decoder="mse", model=model)
 
 
 def test_inspection_fields_and_shapes(inspection, crop, model):
