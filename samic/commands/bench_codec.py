@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -186,6 +187,8 @@ def _worker_model(spec: dict):
         glibc_no_mmap()
     set_threads(spec["threads"])
     if spec.get("preset"):
+        import torch
+
         from samic.models import SAMIC
 
         torch.manual_seed(0)
@@ -218,15 +221,19 @@ def worker(spec: dict) -> dict:
     runs = []
     for _ in range(spec["repeats"]):
         timer = PhaseTimer()
-        start, cpu = time.perf_counter(), time.process_time()
+        start, cpu, usage = time.perf_counter(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF)
         out = job(timer)
-        runs.append((time.perf_counter() - start, timer.seconds, time.process_time() - cpu))
+        end = resource.getrusage(resource.RUSAGE_SELF)
+        runs.append((time.perf_counter() - start, timer.seconds, time.process_time() - cpu,
+                     {"user_seconds": end.ru_utime - usage.ru_utime, "sys_seconds": end.ru_stime - usage.ru_stime,
+                      "minor_faults": end.ru_minflt - usage.ru_minflt}))
     if spec["mode"] == "encode":
         Path(spec["data"]).write_bytes(out)
     total = statistics.median(r[0] for r in runs)
     entropy = statistics.median(r[1].get("entropy_coding", 0.0) for r in runs)
     return {"seconds": total, "entropy_coding": entropy, "network": total - entropy,
             "cpu_seconds": statistics.median(r[2] for r in runs),
+            **{k: statistics.median(r[3][k] for r in runs) for k in runs[0][3]},
             "phases": {k: statistics.median(r[1].get(k, 0.0) for r in runs) for k in runs[0][1]},
             "peak_mb": _status_mb("VmHWM"), "baseline_mb": baseline,
             "bytes": Path(spec["data"]).stat().st_size}
@@ -350,6 +357,7 @@ def run_scaling(args) -> int:
             print(_scaling_row(rows[-1]), flush=True)
         summary = _scaling_summary(rows)
         print(summary["text"])
+        print(_kernel_table(rows))
         profiles = []
         for width, height in profile:
             image = Path(tmp, "profile.png")
@@ -376,6 +384,19 @@ def _scaling_row(r: dict) -> str:
             f"| {enc['entropy_coding']:.2f} | {enc['seconds'] / mp:.2f} | {enc['cpu_seconds'] / mp:.2f} "
             f"| {dec['seconds']:.2f} | {dec['network']:.2f} | {dec['entropy_coding']:.2f} | {dec['seconds'] / mp:.2f} "
             f"| {dec['cpu_seconds'] / mp:.2f} | {enc['peak_mb']:.0f} | {dec['peak_mb']:.0f} |")
+
+
+def _kernel_table(rows: list[dict]) -> str:
+    """User vs kernel CPU time and page faults per MP: kernel time that grows with size is
+    the allocator handing memory back and faulting it in again, not computation."""
+    lines = ["CPU time split and minor page faults per MP", "",
+             "| size | enc user s/MP | enc sys s/MP | enc faults/MP | dec user s/MP | dec sys s/MP | dec faults/MP |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        cells = [f"{r[side][key] / r['megapixels']:{fmt}}" for side in ("encode", "decode")
+                 for key, fmt in (("user_seconds", ".2f"), ("sys_seconds", ".2f"), ("minor_faults", ",.0f"))]
+        lines.append(f"| {r['width']}x{r['height']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _scaling_summary(rows: list[dict]) -> dict:
@@ -489,14 +510,16 @@ def run_models(args) -> int:
     print(f"bench-models: {width}x{height} ({photo.name}), random weights (seed 0), quality {args.quality:g}, "
           f"{args.threads} torch thread(s), median of {args.repeats}; every job in a fresh process")
     print("| model | params | of which entropy model | kFLOPs/px counted | kFLOPs/px scans | kFLOPs/px total "
-          "| encode s (net / EC) | decode s (net / EC) | enc peak RSS MB |\n" + "|---" * 9 + "|")
+          "| encode s (net / EC) | decode s (net / EC) | encode CPU s | decode CPU s | enc peak RSS MB |\n"
+          + "|---" * 11 + "|")
     for r in rows:
         f, enc, dec = r["flops"], r["encode"], r["decode"]
         print(f"| {r['model']} | {r['params'] / 1e6:.2f}M | {r['params_by_part']['entropy'] / 1e6:.2f}M "
               f"| {f['counted'] / pixels / 1e3:.1f} | {f['scan'] / pixels / 1e3:.1f} "
               f"| {(f['counted'] + f['scan']) / pixels / 1e3:.1f} "
               f"| {enc['seconds']:.2f} ({enc['network']:.2f} / {enc['entropy_coding']:.2f}) "
-              f"| {dec['seconds']:.2f} ({dec['network']:.2f} / {dec['entropy_coding']:.2f}) | {enc['peak_mb']:.0f} |")
+              f"| {dec['seconds']:.2f} ({dec['network']:.2f} / {dec['entropy_coding']:.2f}) "
+              f"| {enc['cpu_seconds']:.2f} | {dec['cpu_seconds']:.2f} | {enc['peak_mb']:.0f} |")
     print("FLOPs: torch.utils.flop_counter.FlopCounterMode on one forward pass (conv/matmul only, 2 per MAC), "
           "plus ~9*B*L*D*N per selective scan, which runs in a numba kernel the counter does not see. "
           "Latency: compress_image/decompress_image (real entropy coding) with random weights.")

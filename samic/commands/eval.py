@@ -186,6 +186,7 @@ def _assemble(name: str, description: str, points: dict, sweep: list[float], per
     from samic.eval.results import RDResults
 
     done = [q for q in sweep if q in points]
+
     def common_keys(tables):  # keys present at every rate point, in first-seen order
         return [k for k in tables[0] if all(k in t for t in tables)]
 
