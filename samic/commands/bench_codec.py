@@ -149,16 +149,20 @@ def _reset_peak() -> None:
 
 
 def set_threads(n: int) -> None:
-    """Threads of torch's intra-op pool and of numba's (the selective-scan kernel)."""
+    """Threads of numba's pool (the selective-scan kernel) and of torch's intra-op pool.
+
+    numba first: starting its OpenMP threading layer resets the process's OpenMP thread
+    count, which is torch's, so torch's must be set after it.
+    """
     import torch
 
-    torch.set_num_threads(n)
     try:
         import numba
 
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     except ImportError:
         pass
+    torch.set_num_threads(n)
 
 
 def tcmalloc_path() -> str | None:

@@ -69,7 +69,8 @@ def register(subparsers) -> None:
                         "encoders, which run on one thread)")
     p.add_argument("--resume", action="store_true",
                    help="keep the rate points already in --out made with the same codec settings (for SAMIC: "
-                        "the same weights); points that lack a requested metric are re-encoded for it only")
+                        "the same weights digest and decoder); points that lack a requested metric are "
+                        "re-encoded (same bpp required, timings replaced) for that metric only")
     p.add_argument("--no-plots", action="store_true", help="skip rd.html / rd.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -204,10 +205,12 @@ def _assemble(name: str, description: str, points: dict, sweep: list[float], per
 def _resumable(path: Path, description: str, per_image: bool, n_images: int) -> dict:
     """The points of a previous run in ``path`` that this run can build on (else {}).
 
-    They must come from the same codec configuration (for SAMIC: the same weights) and the
-    same number of images; metrics they lack are added by :func:`evaluate_all`.
+    They must come from the same codec configuration (for SAMIC: the same weights digest and
+    decoder, whichever file they came from) and the same number of images; metrics they lack
+    are added by :func:`evaluate_all`.
     """
     from samic.eval.results import RDResults
+    from samic.eval.samic_codec import results_identity
 
     if not path.is_file():
         return {}
@@ -217,8 +220,8 @@ def _resumable(path: Path, description: str, per_image: bool, n_images: int) -> 
         warnings.warn(f"--resume: ignoring {path.name}: {exc}", stacklevel=2)
         return {}
     same_images = old.per_image is None or len(old.per_image) == n_images
-    if old.description != description or old.qualities is None or (per_image and old.per_image is None) \
-            or not same_images:
+    if results_identity(old.description) != results_identity(description) or old.qualities is None \
+            or (per_image and old.per_image is None) or not same_images:
         warnings.warn(f"--resume: {path.name} was made with other settings; starting it again", stacklevel=2)
         return {}
     return _points(old)
@@ -320,12 +323,11 @@ def evaluate_all(dataset: Path, codecs: list, sweeps: dict, metric_keys: list[st
                 if isinstance(codec, SAMICCodec):
                     means.update(codec.phase_summary())
                 images = {img: {k: v[0] for k, v in table.items()} for img, table in run.per_image.items()}
-                if quality in points:  # a finished point that lacked metrics: add them, keep its timings
+                if quality in points:  # a finished point that lacked metrics: add them (and the new timings)
                     _check_same_files(codec.name, quality, points[quality][0], means)
                     old_means, old_images = points[quality]
-                    means = {**old_means, **{k: means[k] for k in needed}}
-                    images = {img: {**(old_images or {}).get(img, {}), **{k: images[img][k] for k in needed}}
-                              for img in images}
+                    means = {**old_means, **means}
+                    images = {img: {**(old_images or {}).get(img, {}), **images[img]} for img in images}
                 points[quality] = (means, images)
                 results[codec.name] = _assemble(codec.name, codec.description, points, sweep, per_image)
                 results[codec.name].save(out / f"{codec.name}.json")

@@ -9,17 +9,39 @@ and ``samic eval`` can report them separately from the wall-clock time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ENTROPY_CODING", "SAMICCodec", "weights_identity"]
+__all__ = ["ENTROPY_CODING", "PROVENANCE", "SAMICCodec", "perceptual_digest", "results_identity", "weights_identity"]
 
 # The PhaseTimer phase that is range coding proper; every other phase is network time
 # (g_a/h_a, h_s + ChARM in float64, g_s).
 ENTROPY_CODING = "entropy_coding"
+
+
+# Descriptions read "<what decides the results> | <provenance>": two results whose parts before
+# the separator agree came from the same computation (e.g. the same encoder, entropy model and
+# decoder shipped in two weights files that differ only in another decoder).
+PROVENANCE = " | "
+
+
+def results_identity(description: str) -> str:
+    """The part of a result description that decides its numbers (all of it for classical codecs)."""
+    return description.split(PROVENANCE)[0]
+
+
+def perceptual_digest(model) -> str:
+    """16 hex digits of a sha256 over the perceptual decoder's tensors (as float32), which the
+    bitstream's model digest leaves out because the decoder is chosen at decode time."""
+    sha = hashlib.sha256()
+    for name, tensor in sorted(model.g_s_perceptual.state_dict().items()):
+        sha.update(name.encode())
+        sha.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return sha.hexdigest()[:16]
 
 
 def weights_identity(model) -> dict:
@@ -52,6 +74,7 @@ class SAMICCodec:
 
     def __init__(self, model, decoder: str = "mse", name: str | None = None):
         from samic.codec.api import choose_decoder
+        from samic.codec.latents import model_digest
 
         self.model = model.eval()
         self.decoder = choose_decoder(model, decoder)  # ValueError if the weights lack it
@@ -59,8 +82,12 @@ class SAMICCodec:
         self.weights = weights_identity(model)
         sha = self.weights["sha256"]
         source = Path(self.weights["file"]).name if self.weights["file"] else "in-memory weights"
-        self.description = (f"SAMIC {model.config.name}, {decoder} decoder, {source}"
-                            + (f" sha256 {sha}" if sha else ""))
+        # What decides the results (see results_identity), then where the weights came from.
+        digest = model_digest(model).hex()
+        if self.decoder == "perceptual":
+            digest += f" + perceptual decoder {perceptual_digest(model)}"
+        self.description = (f"SAMIC {model.config.name}, {self.decoder} decoder, weights digest {digest}"
+                            f"{PROVENANCE}{source}" + (f" sha256 {sha}" if sha else ""))
         # One {phase: seconds} dict per encode / decode call, in call order.
         self.encode_phases: list[dict[str, float]] = []
         self.decode_phases: list[dict[str, float]] = []
