@@ -3,7 +3,7 @@
     python benchmarks/rd_report.py results/kodak [--test samic-lite-mse] [--at 0.1,0.15,0.2,0.3]
                                    [--plots results/kodak/rd]
 
-Prints, for the SAMIC result against every classical result in the folder:
+Prints, for each SAMIC result against every classical result in the folder:
   1. BD-rate tables (PSNR, MS-SSIM, LPIPS-Alex, DISTS; pchip, overlap only);
   2. each codec's metrics interpolated at fixed bit rates (pchip in log-bpp, never
      extrapolated: outside a codec's measured range the cell reads "-");
@@ -88,38 +88,42 @@ def wins(test: RDResults, anchor: RDResults, metric: str, grid: int = 400) -> st
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", help="output folder of samic eval")
-    parser.add_argument("--test", default=None, help="the SAMIC result (default: the first samic-* result)")
+    parser.add_argument("--test", action="append", default=None,
+                        help="a SAMIC result to report (repeatable; default: every samic-* result)")
     parser.add_argument("--at", default="0.1,0.15,0.2,0.3", help="bit rates for the fixed-rate tables")
     parser.add_argument("--plots", default=None, metavar="STEM", help="write STEM.png and a CDN-linked STEM.html")
     args = parser.parse_args()
 
     results = load_results_dir(args.folder)
-    test_name = args.test or next((n for n in results if n.startswith("samic")), None)
-    if test_name not in results:
-        print(f"no SAMIC result in {args.folder}", file=sys.stderr)
+    names = args.test or [n for n in results if n.startswith("samic")]
+    if not names or any(n not in results for n in names):
+        print(f"no SAMIC result {names or ''} in {args.folder}", file=sys.stderr)
         return 2
-    test = results[test_name]
+    tests = [results[n] for n in names]
     anchors = [r for n, r in results.items() if not n.startswith("samic")]
-    metrics = [m for m in METRICS if m in test.results]
+    metrics = [m for m in METRICS if any(m in t.results for t in tests)]
     rates = [float(r) for r in args.at.split(",")]
 
-    print(f"## BD-rate of {test.name}\n")
-    print(bd_rate_table(test, anchors, metrics))
-    print(f"## Metrics at fixed bit rates\n")
+    print("## BD-rate\n")
+    for test in tests:
+        print(bd_rate_table(test, anchors, metrics))
+    print("## Metrics at fixed bit rates\n")
     for metric in metrics:
-        print(at_rates([test, *anchors], metric, rates))
-    print(f"## Where {test.name} is better and where it is not (bpp intervals of the common range)\n")
-    print("| anchor | " + " | ".join(SHORT[m] for m in metrics) + " |")
-    print("|---|" + "---|" * len(metrics))
-    for anchor in anchors:
-        print(f"| {anchor.name} | " + " | ".join(wins(test, anchor, m) for m in metrics) + " |")
+        print(at_rates([*tests, *anchors], metric, rates))
+    for test in tests:
+        print(f"## Where {test.name} is better and where it is not (bpp intervals of the common range)\n")
+        print("| anchor | " + " | ".join(SHORT[m] for m in metrics) + " |")
+        print("|---|" + "---|" * len(metrics))
+        for anchor in anchors:
+            print(f"| {anchor.name} | " + " | ".join(wins(test, anchor, m) for m in metrics) + " |")
+        print()
     if args.plots:
-        ordered = [test, *anchors]
-        title = f"Kodak, 24 images: {test.name} vs classical codecs"
-        save_rd_plots(ordered, args.plots, html=False, title=title)
-        rd_figure(ordered, title=title).write_html(Path(args.plots).with_suffix(".html"), include_plotlyjs="cdn")
-    print(f"\n{test.name}: {len(test)} points, {test.metric('bpp').min():.3f}-{test.metric('bpp').max():.3f} bpp; "
-          + "; ".join(f"{a.name} {a.metric('bpp').min():.3f}-{a.metric('bpp').max():.3f}" for a in anchors))
+        title = "Kodak, 24 images: SAMIC vs classical codecs"
+        save_rd_plots([*tests, *anchors], args.plots, html=False, title=title)
+        rd_figure([*tests, *anchors], title=title).write_html(Path(args.plots).with_suffix(".html"),
+                                                            include_plotlyjs="cdn")
+    print("measured ranges: " + "; ".join(f"{r.name} {r.metric('bpp').min():.3f}-{r.metric('bpp').max():.3f} bpp"
+                                          for r in [*tests, *anchors]))
     return 0
 
 
