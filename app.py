@@ -9,6 +9,8 @@ the render functions); this file only lays out the page and wires the events. Se
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import logging
 import tempfile
 from pathlib import Path
@@ -18,6 +20,7 @@ import torch
 from PIL import Image
 
 from samic.codec.api import choose_decoder
+from samic.codec.files import write_atomic
 from samic.viz import cached_inspect_image, cached_rd_curves, prepare_image, render
 from samic.viz.inspect import DEFAULT_MAX_PIXELS, Inspection, image_digest
 from samic.weights import load_model
@@ -35,6 +38,30 @@ def _user_error(exc: Exception, path: str | None = None, name: str | None = None
     if path and name:
         message = message.replace(path, name)
     return gr.Error(message)
+
+
+def _publish(folder: Path, name: str, data: bytes) -> str:
+    """``data`` as ``folder/name``, written once and atomically; the path for Gradio.
+
+    Concurrent sessions often produce the same file (the same upload's original, say). Gradio
+    rewrites an array's cache file in place on every call, so a client still downloading the
+    first copy could read a truncated file; a complete file that is never rewritten cannot.
+    """
+    path = folder / name
+    if not path.exists():
+        try:
+            write_atomic(path, lambda file: file.write(data))
+        except FileExistsError:  # another session wrote the same bytes meanwhile
+            pass
+    return str(path)
+
+
+def _png(folder: Path, image) -> str:
+    """An RGB array or PIL image as a content-addressed PNG under ``folder``."""
+    buffer = io.BytesIO()
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    return _publish(folder, f"{hashlib.sha256(data).hexdigest()[:24]}.png", data)
 
 
 def _block_choices(inspection: Inspection, block: str | None) -> tuple[list[str], str]:
@@ -58,6 +85,8 @@ def build_demo(model, examples_dir: Path = EXAMPLES_DIR, max_pixels: int = DEFAU
     """The page for ``model``; example photos are the images in ``examples_dir``."""
     examples = sorted(p for p in Path(examples_dir).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     downloads = Path(tempfile.mkdtemp(prefix="samic-app-"))
+    pictures = downloads / "pictures"
+    pictures.mkdir()
     decoders = list(model.decoders)
 
     def views(inspection: Inspection | None, block: str, cluster, opacity: float):
@@ -70,8 +99,8 @@ def build_demo(model, examples_dir: Path = EXAMPLES_DIR, max_pixels: int = DEFAU
         image = inspection.original
         return (gr.Dropdown(choices=block_names, value=block),
                 gr.Dropdown(choices=choices, value=cluster),
-                render.cluster_overlay(image, clusters.assignment, clusters.stride, opacity),
-                render.entropy_map(image, clusters.probs, clusters.stride, block),
+                _png(pictures, render.cluster_overlay(image, clusters.assignment, clusters.stride, opacity)),
+                _png(pictures, render.entropy_map(image, clusters.probs, clusters.stride, block)),
                 render.scan_path_figure(image, clusters.assignment, clusters.order, clusters.stride, cluster, block),
                 render.order_comparison_figure(clusters.assignment, clusters.order, block))
 
@@ -97,15 +126,16 @@ def build_demo(model, examples_dir: Path = EXAMPLES_DIR, max_pixels: int = DEFAU
         folder = downloads / image_digest(rgb)[:16]
         folder.mkdir(exist_ok=True)
         stem = f"{Path(name).stem}-q{inspection.quality:.3f}-{inspection.decoder}"
-        samic_path, png_path = folder / f"{stem}.samic", folder / f"{stem}.png"
-        samic_path.write_bytes(inspection.data)
-        Image.fromarray(inspection.reconstruction).save(png_path)
+        original, reconstruction = _png(pictures, inspection.original), _png(pictures, inspection.reconstruction)
+        samic_file = _publish(folder, f"{stem}.samic", inspection.data)
+        png_file = _publish(folder, f"{stem}.png", Path(reconstruction).read_bytes())
         spectrum = inspection.spectrum
-        return (info, (inspection.original, inspection.reconstruction), table,
-                gr.DownloadButton(value=str(samic_path), label=f"Download {samic_path.name}"),
-                gr.DownloadButton(value=str(png_path), label=f"Download {png_path.name}"),
-                render.error_heatmap(inspection.original, inspection.reconstruction),
-                render.bit_allocation_map(inspection.original, inspection.bits_y, inspection.bits_z, inspection.bpp),
+        return (info, (original, reconstruction), table,
+                gr.DownloadButton(value=samic_file, label=f"Download {Path(samic_file).name}"),
+                gr.DownloadButton(value=png_file, label=f"Download {Path(png_file).name}"),
+                _png(pictures, render.error_heatmap(inspection.original, inspection.reconstruction)),
+                _png(pictures, render.bit_allocation_map(inspection.original, inspection.bits_y, inspection.bits_z,
+                                                         inspection.bpp)),
                 render.spectrum_figure(*(spectrum if spectrum else (None, None, None))),
                 *views(inspection, block, cluster, opacity), inspection)
 
