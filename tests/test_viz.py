@@ -178,3 +178,24 @@ def test_render_figures(inspection):
     assert 0 <= stats["retained_energy"] <= 1 and stats["kept_rank"] <= stats["channels"]
     assert stats["effective_rank_thresholded"] <= stats["effective_rank"] + 1e-6
     assert render.effective_rank(np.ones(8)) == pytest.approx(8) and render.effective_rank(np.zeros(3)) == 0
+
+
+def test_crop_comparison_same_rate_and_sizes(model, crop):
+    from samic.viz.crops import crop_comparison, render_crop_comparison
+
+    target, box = 0.3, (16, 8, 112, 72)  # the 96 x 160 crop is the coded image; a 96 x 64 box of it
+    result = crop_comparison(crop, target, box, model=model, rel_tol=0.03)
+    assert [(p.codec, p.decoder) for p in result.panels] == [("samic", "mse"), ("samic", "perceptual"),
+                                                            ("jpeg", None), ("webp", None)]
+    mse, perceptual = result.panel("samic", "mse"), result.panel("samic", "perceptual")
+    assert mse.num_bytes == perceptual.num_bytes and mse.quality == perceptual.quality  # one .samic file
+    assert mse.bpp == pytest.approx(target, rel=0.03)
+    for p in result.panels:  # integer-quality codecs: the nearest their quality steps get
+        assert p.bpp == pytest.approx(8 * p.num_bytes / (HEIGHT * WIDTH)) and abs(p.bpp - target) < 0.1 * target
+        assert p.crop.shape == result.original.shape == (64, 96, 3) and p.crop.dtype == np.uint8
+        assert 15 < p.psnr < 50 and 0 <= p.lpips < 1 and 15 < p.image_psnr < 50
+    assert np.array_equal(result.original, crop[8:72, 16:112])
+    figure = render_crop_comparison(result, scale=2, columns=3)
+    assert figure.dtype == np.uint8 and figure.shape[1] >= 3 * 2 * 96 and figure.shape[0] > 2 * 2 * 64
+    with pytest.raises(ValueError, match="box"):
+        crop_comparison(crop, target, (0, 0, WIDTH + 1, 10), model=model)
