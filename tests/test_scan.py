@@ -209,3 +209,19 @@ def test_bench_scan_smoke(monkeypatch):
     assert all(e <= TOLERANCE for e in report["parity_vs_float64_reference"].values())
     text = bench._format(report)
     assert "extrapolated linearly" in text and "*" in text
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_extreme_delta_and_gate(backend):
+    """numba fuses softplus and silu with its own exp: check them where they saturate
+    (softplus(v) = v past 20, ~e^v far below 0; silu(z) -> z or 0) against the reference."""
+    inputs = make_inputs(1, 6, 400, 4, None)
+    spread = torch.linspace(-30, 30, 400, dtype=torch.float64)
+    inputs["delta"] = spread[torch.randperm(400)].expand(1, 6, 400).clone() / torch.arange(1, 7)[:, None]
+    inputs["z"] = spread[torch.randperm(400)].expand(1, 6, 400).clone()
+    inputs["A"] = -torch.rand(6, 4, dtype=torch.float64)  # keep exp(delta A) away from float32 underflow
+    grad_out = torch.randn(1, 6, 400, dtype=torch.float64)
+    y_ref, g_ref = run_scan(inputs, "reference", torch.float64, True, grad_out)
+    y, grads = run_scan(inputs, backend, torch.float32, True, grad_out)
+    errors = {"output": relative_error(y, y_ref), **{k: relative_error(grads[k], g_ref[k]) for k in g_ref}}
+    assert all(e <= TOLERANCE for e in errors.values()), errors

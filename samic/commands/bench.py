@@ -128,8 +128,8 @@ def bench_scan(backends, device="cpu", repeat=3, reference_tokens=4096) -> dict:
     import torch
 
     sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    # Warm-up: numba compiles (or loads from its cache) one kernel per array layout: one
-    # segment (contiguous) and several segments (strided slices), forward and backward.
+    # Warm-up: numba compiles (or loads from its cache) its kernels, forward and backward,
+    # on one segment and on several.
     for length in (8, 4096 + 8):
         warm = _inputs(1, 2, length, 16, device)
         for backend in backends:

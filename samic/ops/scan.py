@@ -15,9 +15,10 @@ dtype at every call, never from what happened to import):
 
 - ``reference``: the plain recurrence in PyTorch, one Python step per token, in the
   input dtype (use float64 for ground truth). Differentiable through autograd.
-- ``numba``: CPU. A fused kernel that keeps the N-dim state in registers and never
-  materializes a (batch, D, L, N) tensor; a vectorizable exp makes it close to the
-  cost floor. Training uses a hand-written backward that recomputes states from
+- ``numba``: CPU. The whole op (softplus, recurrence, D u, z gate) fused into one kernel
+  that keeps the N-dim state in a small buffer and never materializes a (batch, D, L, N)
+  tensor nor any (batch, D, L) temporary; a vectorizable exp makes it close to the cost
+  floor. Training uses a hand-written fused backward that recomputes states from
   per-chunk checkpoints (memory (batch, D, L/CHUNK, N)).
 - ``torch``: pure PyTorch, any device (the CUDA fallback). Materializes (batch, D, L, N)
   for the states and solves the linear recurrence with a log-depth doubling scan;
@@ -147,17 +148,14 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     if backend == "numba" and (u.device.type != "cpu" or not numba_available()):
         raise ValueError("selective_scan: backend 'numba' needs CPU tensors and the numba package")
 
+    B, C = _grouped(B), _grouped(C)
+    if backend == "numba":  # its kernels fuse delta_bias, softplus, D and the z gate
+        return _NumbaScan.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
     if delta_bias is not None:
         delta = delta + delta_bias[None, :, None].to(delta.dtype)
     if delta_softplus:
         delta = F.softplus(delta)
-    B, C = _grouped(B), _grouped(C)
-    if backend == "reference":
-        y = _scan_reference(u, delta, A, B, C)
-    elif backend == "torch":
-        y = _scan_torch(u, delta, A, B, C)
-    else:
-        y = _NumbaScan.apply(u, delta, A, B, C)
+    y = (_scan_reference if backend == "reference" else _scan_torch)(u, delta, A, B, C)
     if D is not None:
         y = y + u * D[None, :, None].to(u.dtype)
     if z is not None:
@@ -252,8 +250,16 @@ def _numba_kernels():
         return _scan_numba.scan_forward, _scan_numba.scan_backward
 
 
+def _f32(t: torch.Tensor | None, empty_shape: tuple[int, ...]) -> torch.Tensor:
+    """Contiguous float32 (a no-op for contiguous float32); an absent input becomes zeros of
+    ``empty_shape`` (D, delta_bias: adding 0 is exact) or, for z, a (batch, D, 0) "no gate"."""
+    if t is None:
+        return torch.zeros(empty_shape)
+    return t.detach().to(torch.float32).contiguous()
+
+
 class _NumbaScan(torch.autograd.Function):
-    """Fused CPU scan core: y_t = <C_t, h_t> with h from the S6 recurrence (delta given).
+    """The whole op on CPU, fused: softplus(delta + delta_bias), the recurrence, D u, silu(z).
 
     Runs segment by segment (SEGMENT tokens) carrying the (batch, D, N) state, so the
     only L-sized buffers are the inputs, the output and (training only) the per-chunk
@@ -261,22 +267,23 @@ class _NumbaScan(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C):
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
         forward_kernel, _ = _numba_kernels()
-        u32, delta32, A32 = (t.detach().to(torch.float32).contiguous() for t in (u, delta, A))
         batch, dim, length = u.shape
+        u32, delta32, A32 = (_f32(t, ()) for t in (u, delta, A))
+        D32, bias32, z32 = _f32(D, (dim,)), _f32(delta_bias, (dim,)), _f32(z, (batch, dim, 0))
         y = torch.empty(batch, dim, length, dtype=torch.float32)
         h_state = torch.zeros(batch, dim, A.shape[1], dtype=torch.float32)
         save = any(ctx.needs_input_grad)
         checkpoints = torch.empty(batch, dim, -(-length // CHUNK) if save else 0, A.shape[1])
         for t0, t1 in _segments(length):
-            forward_kernel(u32[:, :, t0:t1].numpy(), delta32[:, :, t0:t1].numpy(), A32.numpy(),
-                           _token_major(B, t0, t1).numpy(), _token_major(C, t0, t1).numpy(),
-                           h_state.numpy(), y[:, :, t0:t1].numpy(),
-                           checkpoints[:, :, t0 // CHUNK:].numpy(), CHUNK)
+            forward_kernel(u32.numpy(), delta32.numpy(), A32.numpy(), _token_major(B, t0, t1).numpy(),
+                           _token_major(C, t0, t1).numpy(), D32.numpy(), z32.numpy(), bias32.numpy(),
+                           delta_softplus, h_state.numpy(), y.numpy(), checkpoints.numpy(), CHUNK, t0)
         if save:
-            ctx.save_for_backward(u32, delta32, A32, B, C, checkpoints)
-            ctx.dtypes = (u.dtype, delta.dtype, A.dtype, B.dtype, C.dtype)
+            ctx.save_for_backward(u32, delta32, A32, B, C, D32, z32, bias32, checkpoints)
+            ctx.delta_softplus = delta_softplus
+            ctx.dtypes = [t.dtype if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
         return y.to(u.dtype)
 
     @staticmethod
@@ -284,13 +291,14 @@ class _NumbaScan(torch.autograd.Function):
         import numba
 
         _, backward_kernel = _numba_kernels()
-        u, delta, A, B, C, checkpoints = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, checkpoints = ctx.saved_tensors
         batch, dim, length = u.shape
         groups, n_state = B.shape[1], A.shape[1]
         blocks = max(1, min(numba.get_num_threads(), batch * dim))
         grad_y = grad_y.to(torch.float32).contiguous()
-        grad_u, grad_delta = torch.empty_like(u), torch.empty_like(delta)
+        grad_u, grad_delta, grad_z = torch.empty_like(u), torch.empty_like(delta), torch.empty_like(z)
         grad_A = torch.zeros(blocks, dim, n_state)
+        grad_D, grad_bias = torch.zeros(blocks, dim), torch.zeros(blocks, dim)
         grad_B = torch.empty(batch, groups, n_state, length)
         grad_C = torch.empty(batch, groups, n_state, length)
         carry = torch.zeros(batch, dim, n_state)
@@ -298,15 +306,15 @@ class _NumbaScan(torch.autograd.Function):
             # per-thread partial sums (token-major, so the kernel writes contiguously)
             part_B = torch.zeros(blocks, batch, groups, t1 - t0, n_state)
             part_C = torch.zeros(blocks, batch, groups, t1 - t0, n_state)
-            backward_kernel(u[:, :, t0:t1].numpy(), delta[:, :, t0:t1].numpy(), A.numpy(),
-                            _token_major(B, t0, t1).numpy(), _token_major(C, t0, t1).numpy(),
-                            grad_y[:, :, t0:t1].numpy(), checkpoints[:, :, t0 // CHUNK:].numpy(), CHUNK,
-                            carry.numpy(), grad_u[:, :, t0:t1].numpy(), grad_delta[:, :, t0:t1].numpy(),
-                            grad_A.numpy(), part_B.numpy(), part_C.numpy())
+            backward_kernel(u.numpy(), delta.numpy(), A.numpy(), _token_major(B, t0, t1).numpy(),
+                            _token_major(C, t0, t1).numpy(), D.numpy(), z.numpy(), delta_bias.numpy(),
+                            ctx.delta_softplus, grad_y.numpy(), checkpoints.numpy(), CHUNK, t0, carry.numpy(),
+                            grad_u.numpy(), grad_delta.numpy(), grad_z.numpy(), grad_A.numpy(), part_B.numpy(),
+                            part_C.numpy(), grad_D.numpy(), grad_bias.numpy())
             grad_B[..., t0:t1] = part_B.sum(0).transpose(2, 3)
             grad_C[..., t0:t1] = part_C.sum(0).transpose(2, 3)
-        grads = (grad_u, grad_delta, grad_A.sum(0), grad_B, grad_C)
-        return tuple(g.to(dt) for g, dt in zip(grads, ctx.dtypes))
+        grads = (grad_u, grad_delta, grad_A.sum(0), grad_B, grad_C, grad_D.sum(0), grad_z, grad_bias.sum(0))
+        return (*(g.to(dt) if dt is not None else None for g, dt in zip(grads, ctx.dtypes)), None)
 
 
 def scan_flops(batch: int, dim: int, length: int, n_state: int) -> int:
