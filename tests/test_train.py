@@ -4,7 +4,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import signal
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,24 @@ def test_ddp_two_gloo_processes_end_identical(tmp_path):
     assert any(not torch.equal(rank0[k], initial[k]) for k in rank0), "no training happened"
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
+
+
+def test_sigterm_to_every_process_checkpoints_the_current_step(tmp_path):
+    """`pkill -f "samic train"` signals the data worker too: the run still ends with a checkpoint."""
+    config = tmp_path / "run.toml"
+    config.write_text((ROOT / "configs" / "tiny-test.toml").read_text()
+                      .replace("steps = 4", "steps = 100000").replace("checkpoint_every = 2", "checkpoint_every = 100000")
+                      .replace('out_dir = "runs/tiny-test"', f'out_dir = "{tmp_path / "run"}"\nworkers = 1'))
+    proc = subprocess.Popen([sys.executable, "-m", "samic.cli", "train", "--config", str(config)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = tmp_path / "run" / "train_log.csv"
+    deadline = time.monotonic() + 300
+    while not (log.is_file() and len(log.read_text().splitlines()) >= 3):  # two steps done
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0][-2000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)  # main process and data worker alike
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output[-2000:]
+    step = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"]
+    assert step >= 2 and f"stopped at step {step}" in output

@@ -17,6 +17,8 @@ import math
 import os
 import random
 import signal
+import sys
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, fields
@@ -96,6 +98,13 @@ class _DistInfo:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data workers leave SIGTERM/SIGINT to the main process, which checkpoints and then ends
+    them (`pkill -f "samic train"` or Ctrl-C reach the workers too)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _init_distributed(device_type: str) -> _DistInfo:
@@ -361,17 +370,28 @@ class Trainer:
             writer.writerows(rows)
 
     def run(self, max_new_steps: int | None = None) -> None:
-        """Train until ``steps``, the time limit, SIGTERM, or ``max_new_steps`` more steps."""
+        """Train until ``steps``, the time limit, SIGTERM/Ctrl-C, or ``max_new_steps`` more steps."""
+        def request_stop(signum, frame):
+            if self._stop and signum == signal.SIGINT:  # a second Ctrl-C: stop now, no checkpoint
+                raise KeyboardInterrupt
+            self._stop = True
+            print("stop requested: saving a checkpoint after this step (Ctrl-C again to abort)",
+                  file=sys.stderr, flush=True)
+
+        if not self.dist.main or threading.current_thread() is not threading.main_thread():
+            return self._run(max_new_steps)
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            return self._run(max_new_steps)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _run(self, max_new_steps: int | None) -> None:
         cfg = self.cfg
         first_step = self.step
         start = time.time()
         deadline = start + cfg.time_limit_minutes * 60 if cfg.time_limit_minutes > 0 else math.inf
-
-        def request_stop(signum, frame):
-            self._stop = True
-
-        if self.dist.main:
-            signal.signal(signal.SIGTERM, request_stop)
         bar = None
         if cfg.progress and self.dist.main:
             from tqdm import tqdm
@@ -429,7 +449,8 @@ class Trainer:
         sampler = range(self.step * cfg.batch_size, cfg.steps * cfg.batch_size)
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=cfg.batch_size, sampler=sampler,
                                              num_workers=cfg.workers, pin_memory=self.device.type == "cuda",
-                                             persistent_workers=True, prefetch_factor=4)
+                                             persistent_workers=True, prefetch_factor=4,
+                                             worker_init_fn=_ignore_stop_signals)
         return iter(loader)
 
     def close(self) -> None:
