@@ -20,6 +20,7 @@ from samic.codec import bitstream
 from samic.codec.errors import FormatError
 from samic.codec.image_io import load_image
 from samic.codec.latents import PhaseTimer, decode_latents, encode_latents, model_digest
+from samic.codec.memory import reusing_large_buffers
 from samic.models.samic import SAMIC, pad_to_multiple
 
 
@@ -68,6 +69,7 @@ def to_uint8(x_hat: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
+@reusing_large_buffers  # flat time per pixel: see samic/codec/memory.py
 def compress_image(image, quality: float, model: SAMIC | None = None, timer: PhaseTimer | None = None) -> bytes:
     """Compress an image to .samic bytes.
 
@@ -118,6 +120,7 @@ def choose_decoder(model: SAMIC, decoder: str | None) -> str:
 
 
 @torch.no_grad()
+@reusing_large_buffers
 def decompress_image(data: bytes, model: SAMIC | None = None, decoder: str | None = None,
                      timer: PhaseTimer | None = None) -> np.ndarray:
     """Decode .samic bytes -> uint8 (H, W, 3).

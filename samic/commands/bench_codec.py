@@ -3,7 +3,7 @@ the samic-paper and samic-lite presets side by side.
 
     samic bench-scaling [--sizes 256x256,...,3840x2160] [--image PHOTO] [--quality 0.5]
                         [--weights PATH | --model PRESET] [--threads 1] [--repeats 1]
-                        [--profile WxH,WxH] [--json FILE]
+                        [--malloc library,glibc,...] [--profile WxH,WxH] [--json FILE]
     samic bench-models  [--models samic-lite,samic-paper] [--size 768x512] [--image PHOTO]
                         [--threads 1] [--repeats 3] [--json FILE]
 
@@ -16,6 +16,11 @@ times ``compress_image`` / ``decompress_image`` with their phase timer: network 
 float64 h_s + ChARM, g_s) and entropy coding (the range coder) separately. Wall-clock and
 process CPU time are both reported: on a shared machine the wall clock also measures the
 neighbours, while single-threaded CPU time measures the work.
+
+``--malloc`` takes one or more allocator settings (comma-separated) and runs each size under
+each of them before the next size, so that they are compared under the same load: ``library``
+(the codec as shipped: glibc reusing large freed blocks during a codec call, see
+samic/codec/memory.py), ``glibc`` (that reuse off), ``tcmalloc``, ``glibc-no-mmap``.
 
 ``--profile WxH,WxH`` profiles one encode at each size, module by module (and each
 selective scan): its CPU time and its transient memory peak (before each module the
@@ -43,7 +48,7 @@ TRAIN = REPO / ".." / "shared" / "data" / "train"
 KODAK = REPO / ".." / "shared" / "data" / "kodak"
 DEFAULT_PHOTO = TRAIN / "budgie_backgrounds__003d7af779fd.jpg"  # 1820x1024 photo, 16:9 like the large sizes
 DEFAULT_SIZES = "256x256,512x512,768x512,1024x1024,1920x1080,2880x1620,3840x2160"
-MALLOC_CHOICES = ("glibc", "tcmalloc", "glibc-no-mmap")
+MALLOC_CHOICES = ("library", "glibc", "tcmalloc", "glibc-no-mmap")
 FLAT_TARGET = 1.3  # time/MP at the largest size within this factor of time/MP at ~0.5 MP
 MEMORY_TARGET_MB = 4096  # encoding 3840x2160
 
@@ -58,10 +63,12 @@ def register(subparsers) -> None:
     p.add_argument("--quality", type=float, default=0.5, help="rate knob in [0, 1] (default 0.5)")
     _model_arguments(p)
     p.add_argument("--repeats", type=int, default=1, help="timed runs per job, median kept (default 1)")
-    p.add_argument("--malloc", choices=MALLOC_CHOICES, default="glibc",
-                   help="memory allocator of the workers: glibc as configured (default), tcmalloc "
-                        "(LD_PRELOAD of libtcmalloc_minimal), or glibc-no-mmap (mallopt: large blocks from the "
-                        "heap, never trimmed, so freed memory is reused instead of faulted in again)")
+    p.add_argument("--malloc", default="library",
+                   help="memory allocator setting(s) of the workers, comma-separated to measure them side by "
+                        "side (each size runs under each before the next size): library (default: what the codec "
+                        "does, samic/codec/memory.py: glibc reusing large freed blocks during a codec call), "
+                        "glibc (plain glibc, SAMIC_REUSE_BUFFERS=0), tcmalloc (LD_PRELOAD of libtcmalloc_minimal), "
+                        "glibc-no-mmap (mallopt for the whole process: large blocks from the heap, never trimmed)")
     p.add_argument("--profile", metavar="WxH,WxH", default=None,
                    help="also profile one encode per size, module by module: CPU time/MP and memory peak")
     p.add_argument("--json", default=None, help="also write the measurements to this JSON file")
@@ -189,6 +196,8 @@ def glibc_no_mmap() -> None:
 def _worker_model(spec: dict):
     if spec.get("malloc") == "glibc-no-mmap":
         glibc_no_mmap()
+    if spec.get("malloc", "library") != "library":  # the others replace the library's setting
+        os.environ["SAMIC_REUSE_BUFFERS"] = "0"
     set_threads(spec["threads"])
     if spec.get("preset"):
         import torch
@@ -318,6 +327,7 @@ def profile_encode(spec: dict) -> dict:
 
 def _run_worker(spec: dict) -> dict:
     env = dict(os.environ)
+    env.pop("SAMIC_REUSE_BUFFERS", None)  # the spec's malloc decides
     if spec.get("malloc") == "tcmalloc":
         env["LD_PRELOAD"] = " ".join(filter(None, (tcmalloc_path(), env.get("LD_PRELOAD"))))
     proc = subprocess.run([sys.executable, "-m", "samic.commands.bench_codec", json.dumps(spec)],
@@ -339,52 +349,69 @@ def run_scaling(args) -> int:
     if not sizes:
         raise UserError("--sizes is empty")
     profile = [parse_size(v) for v in args.profile.split(",") if v.strip()] if args.profile else []
-    if args.malloc == "tcmalloc" and tcmalloc_path() is None:
+    mallocs = [m.strip() for m in args.malloc.split(",") if m.strip()]
+    if not mallocs or any(m not in MALLOC_CHOICES for m in mallocs):
+        raise UserError(f"--malloc: choose from {', '.join(MALLOC_CHOICES)} (comma-separated), got {args.malloc!r}")
+    if "tcmalloc" in mallocs and tcmalloc_path() is None:
         raise UserError("--malloc tcmalloc: libtcmalloc_minimal not found (apt install libtcmalloc-minimal4)")
     base = {"quality": args.quality, "threads": args.threads, "repeats": args.repeats,
-            "weights": args.weights, "preset": args.model, "malloc": args.malloc}
+            "weights": args.weights, "preset": args.model}
     origin = f"random weights of {args.model} (seed 0)" if args.model else f"weights {args.weights or 'samic-lite (shipped)'}"
+    load_start = os.getloadavg()
     print(f"bench-scaling: {origin}, quality {args.quality:g}, {args.threads} torch thread(s), "
-          f"median of {args.repeats}, photo {photo.name}, allocator {args.malloc}; every job in a fresh process",
-          flush=True)
+          f"median of {args.repeats}, photo {photo.name}, allocator(s) {', '.join(mallocs)}; every job in a fresh "
+          f"process; load average at start {_load_text(load_start)}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for width, height in sizes:
             image, data = Path(tmp, f"{width}x{height}.png"), Path(tmp, f"{width}x{height}.samic")
             Image.fromarray(fit_photo(photo, width, height)).save(image)
-            enc = _run_worker({**base, "mode": "encode", "image": str(image), "data": str(data)})
-            dec = _run_worker({**base, "mode": "decode", "data": str(data)})
-            rows.append({"width": width, "height": height, "megapixels": width * height / 1e6,
-                         "bpp": 8 * enc["bytes"] / (width * height), "encode": enc, "decode": dec})
-            if len(rows) == 1:
-                print(_scaling_header())
-            print(_scaling_row(rows[-1]), flush=True)
-        summary = _scaling_summary(rows)
-        print(summary["text"])
+            for malloc in mallocs:  # side by side: the same neighbours' load for every setting
+                spec = {**base, "malloc": malloc}
+                enc = _run_worker({**spec, "mode": "encode", "image": str(image), "data": str(data)})
+                dec = _run_worker({**spec, "mode": "decode", "data": str(data)})
+                rows.append({"malloc": malloc, "width": width, "height": height, "megapixels": width * height / 1e6,
+                             "bpp": 8 * enc["bytes"] / (width * height), "encode": enc, "decode": dec,
+                             "load_average": list(os.getloadavg())})
+                if len(rows) == 1:
+                    print(_scaling_header())
+                print(_scaling_row(rows[-1]), flush=True)
+        summaries = {m: _scaling_summary([r for r in rows if r["malloc"] == m]) for m in mallocs}
+        for m, summary in summaries.items():
+            print(f"[{m}] " + summary["text"].replace("\n", f"\n[{m}] "))
         print(_kernel_table(rows))
         profiles = []
         for width, height in profile:
             image = Path(tmp, "profile.png")
             Image.fromarray(fit_photo(photo, width, height)).save(image)
-            profiles.append(_run_worker({**base, "mode": "profile", "image": str(image)}))
+            profiles.append(_run_worker({**base, "malloc": mallocs[0], "mode": "profile", "image": str(image)}))
         if profiles:
             print(_profile_tables(profiles))
+    load_end = os.getloadavg()
+    print(f"load average at end {_load_text(load_end)} ({os.cpu_count()} CPUs)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"settings": {**base, "photo": photo.name}, "rows": rows,
-                                               "summary": {k: v for k, v in summary.items() if k != "text"},
-                                               "profiles": profiles}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({
+            "command": "samic " + " ".join(sys.argv[1:]),
+            "settings": {**base, "malloc": mallocs, "photo": photo.name, "cpus": os.cpu_count()},
+            "load_average": {"start": list(load_start), "end": list(load_end)}, "rows": rows,
+            "summary": {m: {k: v for k, v in s.items() if k != "text"} for m, s in summaries.items()},
+            "profiles": profiles}, indent=2) + "\n")
     return 0
 
 
+def _load_text(load) -> str:
+    return "/".join(f"{v:.2f}" for v in load) + " (1/5/15 min)"
+
+
 def _scaling_header() -> str:
-    return ("| size | MP | bpp | encode s | enc network | enc entropy coding | enc s/MP | enc CPU s/MP | decode s "
+    return ("| allocator | size | MP | bpp | encode s | enc network | enc entropy coding | enc s/MP | enc CPU s/MP | decode s "
             "| dec network | dec entropy coding | dec s/MP | dec CPU s/MP | enc peak RSS MB | dec peak RSS MB |\n"
-            + "|---" * 15 + "|")
+            + "|---" * 16 + "|")
 
 
 def _scaling_row(r: dict) -> str:
     enc, dec, mp = r["encode"], r["decode"], r["megapixels"]
-    return (f"| {r['width']}x{r['height']} | {mp:.2f} | {r['bpp']:.3f} | {enc['seconds']:.2f} | {enc['network']:.2f} "
+    return (f"| {r.get('malloc', 'glibc')} | {r['width']}x{r['height']} | {mp:.2f} | {r['bpp']:.3f} | {enc['seconds']:.2f} | {enc['network']:.2f} "
             f"| {enc['entropy_coding']:.2f} | {enc['seconds'] / mp:.2f} | {enc['cpu_seconds'] / mp:.2f} "
             f"| {dec['seconds']:.2f} | {dec['network']:.2f} | {dec['entropy_coding']:.2f} | {dec['seconds'] / mp:.2f} "
             f"| {dec['cpu_seconds'] / mp:.2f} | {enc['peak_mb']:.0f} | {dec['peak_mb']:.0f} |")
@@ -394,12 +421,12 @@ def _kernel_table(rows: list[dict]) -> str:
     """User vs kernel CPU time and page faults per MP: kernel time that grows with size is
     the allocator handing memory back and faulting it in again, not computation."""
     lines = ["CPU time split and minor page faults per MP", "",
-             "| size | enc user s/MP | enc sys s/MP | enc faults/MP | dec user s/MP | dec sys s/MP | dec faults/MP |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| allocator | size | enc user s/MP | enc sys s/MP | enc faults/MP | dec user s/MP | dec sys s/MP "
+             "| dec faults/MP |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         cells = [f"{r[side][key] / r['megapixels']:{fmt}}" for side in ("encode", "decode")
                  for key, fmt in (("user_seconds", ".2f"), ("sys_seconds", ".2f"), ("minor_faults", ",.0f"))]
-        lines.append(f"| {r['width']}x{r['height']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r.get('malloc', 'glibc')} | {r['width']}x{r['height']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -6,6 +6,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def inplace_ok() -> bool:
+    """Whether a block may overwrite the temporaries it made itself: at inference (autograd
+    off, so no graph keeps them). Elementwise ops in place compute the very same values (products
+    and sums are commutative in IEEE arithmetic), so outputs are bit-identical; what changes
+    is that a 4K image needs fewer multi-hundred-MB buffers, each of which the allocator
+    would otherwise map and the kernel zero-fill afresh (see docs/results.md, scaling)."""
+    return not torch.is_grad_enabled()
+
+
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_ch, out_ch, 3, stride=stride, padding=1)
 
@@ -38,6 +47,8 @@ class GDN(nn.Module):
         beta = self.beta.clamp_min((self.beta_min + self._pedestal) ** 0.5) ** 2 - self._pedestal
         gamma = self.gamma.clamp_min(self._pedestal ** 0.5) ** 2 - self._pedestal
         norm = F.conv2d(x * x, gamma[:, :, None, None], beta)
+        if inplace_ok():  # inference: the same products, without two more full-size temporaries
+            return (norm.sqrt_() if self.inverse else norm.rsqrt_()).mul_(x)
         return x * torch.sqrt(norm) if self.inverse else x * torch.rsqrt(norm)
 
 
@@ -52,8 +63,9 @@ class ResidualBlockWithStride(nn.Module):
         self.skip = conv1x1(in_ch, out_ch, stride) if stride != 1 or in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.gdn(self.conv2(F.leaky_relu(self.conv1(x), 0.01)))
-        return out + self.skip(x)
+        inplace = inplace_ok()
+        out = self.gdn(self.conv2(F.leaky_relu(self.conv1(x), 0.01, inplace=inplace)))
+        return out.add_(self.skip(x)) if inplace else out + self.skip(x)
 
 
 class ResidualBlockUpsample(nn.Module):
@@ -71,8 +83,9 @@ class ResidualBlockUpsample(nn.Module):
         self.skip = nn.Sequential(conv1x1(in_ch, out_ch * r * r), nn.PixelShuffle(r))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.igdn(self.conv(F.leaky_relu(self.subpel(x), 0.01)))
-        return out + self.skip(x)
+        inplace = inplace_ok()
+        out = self.igdn(self.conv(F.leaky_relu(self.subpel(x), 0.01, inplace=inplace)))
+        return out.add_(self.skip(x)) if inplace else out + self.skip(x)
 
 
 class ChannelsLastLayerNorm(nn.LayerNorm):

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from samic.layers.basic import inplace_ok
 from samic.ops.scan import selective_scan
 
 
@@ -71,7 +72,9 @@ class SemanticRouter(nn.Module):
         """tokens (B, L, D) -> assignment (B, L, K) [one-hot, straight-through in training],
         cluster ids (B, L), noise-free probabilities (B, L, K)."""
         pos = positional_encoding_2d(height, width, self.n_freqs, tokens.device, tokens.dtype)
-        q = F.normalize(self.norm(tokens) + self.pos_proj(pos), dim=-1)
+        q = self.norm(tokens)
+        q = q.add_(self.pos_proj(pos)) if inplace_ok() else q + self.pos_proj(pos)
+        q = F.normalize(q, dim=-1)
         logits = q @ F.normalize(self.prototypes, dim=-1).t() * self.logit_scale.exp().clamp(max=100.0)
         probs = logits.softmax(-1)
         if self.training:
@@ -131,7 +134,8 @@ class SAMB(nn.Module):
         tokens = x.flatten(2).transpose(1, 2)  # (B, L, C)
         xs, z = self.in_proj(self.norm1(tokens)).chunk(2, dim=-1)
         xs = self.dwconv(xs.transpose(1, 2).reshape(batch, self.d_inner, height, width))
-        xs = F.silu(xs).flatten(2).transpose(1, 2)  # (B, L, Di)
+        inplace = inplace_ok()  # inference: reuse own temporaries (same values, less memory)
+        xs = F.silu(xs, inplace=inplace).flatten(2).transpose(1, 2)  # (B, L, Di)
 
         assignment, ids, probs = self.router(xs, height, width)
         order = torch.sort(ids, dim=1, stable=True).indices  # clusters contiguous, raster inside
@@ -140,9 +144,14 @@ class SAMB(nn.Module):
 
         y = self._scan(xs_sorted, prompt)  # (B, L, Di) in scan order
         y = torch.empty_like(y).scatter_(1, order[..., None].expand(-1, -1, self.d_inner), y)
-        y = self.out_norm(y) * F.silu(z)
-        tokens = tokens + self.out_proj(y)
-        tokens = tokens + self.ffn(self.norm2(tokens))
+        if inplace:  # the same products and sums as below, in buffers this block made
+            y = self.out_norm(y).mul_(F.silu(z))
+            tokens = tokens + self.out_proj(y)  # takes x's (B, C, H, W) layout, kept below
+            tokens = tokens.add_(self.ffn(self.norm2(tokens)))
+        else:
+            y = self.out_norm(y) * F.silu(z)
+            tokens = tokens + self.out_proj(y)
+            tokens = tokens + self.ffn(self.norm2(tokens))
         out = tokens.transpose(1, 2).reshape(batch, channels, height, width)
         if not return_intermediates:
             return out, None
@@ -166,8 +175,9 @@ class SAMB(nn.Module):
             u.append(seqs[k])
             Bs.append(Bk)
             Cs.append(Ck + prompts[k])  # cluster prompt: a cluster-level summary read through C
-        u = torch.cat(u, dim=-1).transpose(1, 2).contiguous()  # (B, dirs*Di, L)
-        delta = torch.cat(deltas, dim=-1).transpose(1, 2).contiguous()
+        # (one direction: no cat, whose copy would only be copied again by contiguous())
+        u = (u[0] if n_dir == 1 else torch.cat(u, dim=-1)).transpose(1, 2).contiguous()  # (B, dirs*Di, L)
+        delta = (deltas[0] if n_dir == 1 else torch.cat(deltas, dim=-1)).transpose(1, 2).contiguous()
         Bg = torch.stack(Bs, dim=1).transpose(2, 3).contiguous()  # (B, dirs, N, L)
         Cg = torch.stack(Cs, dim=1).transpose(2, 3).contiguous()
         A = -torch.exp(self.A_log.to(u.dtype))
