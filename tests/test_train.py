@@ -60,6 +60,13 @@ def test_stage2_trains_only_the_perceptual_decoder(tmp_path):
     assert perceptual and any(not torch.equal(after[k], before[k.replace("g_s_perceptual.", "g_s.", 1)])
                               for k in perceptual)
 
+    # a new stage 2 started from this stage-2 checkpoint keeps its trained discriminator
+    discriminator = torch.load(tmp_path / "s2" / "checkpoint.pt", weights_only=False)["discriminator"]
+    again = Trainer(tiny_config(tmp_path / "s2b", stage=2, steps=2, init=str(tmp_path / "s2" / "checkpoint.pt"),
+                                lpips_weight=1.0, gan_weight=0.1))
+    for name, value in again.discriminator.state_dict().items():
+        assert torch.equal(value, discriminator[name]), name
+
 
 def test_export_and_load_roundtrip(tmp_path):
     from samic.train.export import export_checkpoint

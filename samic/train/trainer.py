@@ -154,6 +154,7 @@ class Trainer:
         self.model = SAMIC(cfg.preset)
         if cfg.stage == 2:
             self.model.add_perceptual_decoder()
+        self._init_discriminator = None
         if cfg.init:
             self._load_init(cfg.init)
         self.model.to(self.device).train()
@@ -172,6 +173,8 @@ class Trainer:
         if cfg.gan_weight > 0:
             self.discriminator = losses.ConditionalPatchDiscriminator(self.model.config.M).to(self.device)
             self.disc_optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999))
+            if self._init_discriminator is not None:
+                self.discriminator.load_state_dict(self._init_discriminator)
         self.lpips = None
         if cfg.lpips_weight > 0 or cfg.style_weight > 0:
             from samic.metrics import LPIPS
@@ -193,7 +196,10 @@ class Trainer:
     # ------------------------------------------------------------------ setup helpers
     def _load_init(self, path: str) -> None:
         if path.endswith(".pt"):
-            state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+            state = checkpoint["model"]
+            # a stage-2 checkpoint's discriminator carries over (a new stage 2 on a refined encoder)
+            self._init_discriminator = checkpoint.get("discriminator")
         else:
             from safetensors.torch import load_file
             state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
