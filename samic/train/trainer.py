@@ -50,6 +50,7 @@ class TrainConfig:
     lr: float = 1e-4
     aux_lr: float = 1e-3
     disc_lr: float = 1e-4
+    gain_lr: float = 0.0  # learning rate of the gain units (0: lr); higher re-spaces the rate range cheaply
     lr_decay_at: tuple[float, ...] = (0.8, 0.95)  # fractions of ``steps``; x0.1 at each
     warmup_steps: int = 200
     clip_grad: float = 1.0
@@ -165,8 +166,13 @@ class Trainer:
         self.dataset = RandomCrops(train_files, cfg.crop, cfg.scale_range, seed=cfg.seed * 1000 + self.dist.rank)
         self.val_images = validation_crops(val_files, cfg.crop) if self.dist.main else None
 
-        main_params = [p for n, p in self.model.named_parameters() if p.requires_grad and not n.endswith("quantiles")]
-        self.optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
+        trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad and not n.endswith("quantiles")]
+        groups, self._base_lrs = [[p for _, p in trainable]], [cfg.lr]
+        if cfg.gain_lr and any(n.startswith("gain_units.") for n, _ in trainable):
+            groups = [[p for n, p in trainable if not n.startswith("gain_units.")],
+                      [p for n, p in trainable if n.startswith("gain_units.")]]
+            self._base_lrs = [cfg.lr, cfg.gain_lr]
+        self.optimizer = torch.optim.Adam([{"params": g} for g in groups], lr=cfg.lr)
         self.aux_optimizer = torch.optim.Adam([self.model.entropy_bottleneck.quantiles], lr=cfg.aux_lr)
         self.discriminator = None
         self.disc_optimizer = None
@@ -407,8 +413,8 @@ class Trainer:
         last_save = self.step
         while self.step < cfg.steps:
             x = next(loader)
-            for group in self.optimizer.param_groups:
-                group["lr"] = cfg.lr * self.lr_factor(self.step)
+            for group, base_lr in zip(self.optimizer.param_groups, self._base_lrs):
+                group["lr"] = base_lr * self.lr_factor(self.step)
             self.model.set_gumbel_temperature(self.gumbel_tau(self.step))
             stats = self.train_step(x)
             self.step += 1
