@@ -165,16 +165,28 @@ print(hashlib.sha256(data).hexdigest(), hashlib.sha256(theirs.tobytes()).hexdige
     assert result.stdout.split() == [sha(encoded), sha(decoded.tobytes())]
 
 
-def test_file_size_matches_the_likelihood_estimate(model):
+@pytest.fixture(scope="module")
+def shipped_model():
+    from samic.weights import default_weights_path, load_model
+
+    if not default_weights_path().is_file():
+        pytest.skip("no shipped weights in assets/weights")
+    return load_model()
+
+
+@pytest.mark.parametrize("quality", [0.0, 0.5, 1.0])
+def test_file_size_matches_the_likelihood_estimate(shipped_model, quality):
+    """A trained entropy model: a random one at a high gain puts many latents in the likelihood
+    floor, where the estimate over-counts what the escape codes actually spend."""
     image = kodak_crop("kodim23.png", 256, 256, top=100, left=200)
-    data = compress_image(image, 1.0, model)
+    data = compress_image(image, quality, shipped_model)
     with torch.no_grad():
-        out = model(to_tensor(image, "cpu", torch.float32), 1.0)
+        out = shipped_model(to_tensor(image, "cpu", torch.float32), quality)
     estimate = sum(float(-torch.log2(lik).sum()) for lik in out.likelihoods.values())
     header = read_header(data)
     payload_bits = 8 * (header.z_length + header.y_length)
-    # Range-coder termination (<= 2 words per stream) plus a few percent for snapped scales.
-    assert abs(payload_bits - estimate) <= 0.03 * estimate + 128
+    # Range-coder termination (<= 2 words per stream) plus ~1 % for snapped scales.
+    assert abs(payload_bits - estimate) <= 0.02 * estimate + 128
 
 
 def test_extreme_latents_are_escaped_losslessly(crop):
