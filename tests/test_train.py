@@ -17,6 +17,7 @@ from samic.train.trainer import TrainConfig, Trainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_DIR = ROOT / ".." / "shared" / "data" / "train"
+pytestmark = pytest.mark.skipif(not TRAIN_DIR.is_dir(), reason=f"training photos not found at {TRAIN_DIR}")
 
 
 def tiny_config(out_dir: Path, **changes) -> TrainConfig:
