@@ -1,5 +1,9 @@
 """Selective scan: every fast backend against the float64 ``reference`` recurrence,
 outputs and gradients, on fresh random inputs; backend selection; input validation."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -225,3 +229,22 @@ def test_extreme_delta_and_gate(backend):
     y, grads = run_scan(inputs, backend, torch.float32, True, grad_out)
     errors = {"output": relative_error(y, y_ref), **{k: relative_error(grads[k], g_ref[k]) for k in g_ref}}
     assert all(e <= TOLERANCE for e in errors.values()), errors
+
+
+@pytest.mark.skipif(not scan_mod.numba_available(), reason="numba not installed")
+def test_numba_pool_start_keeps_torch_threads():
+    """numba's OpenMP pool shares libgomp with torch; starting it must not change torch's
+    thread count (it did: 1 -> all cores, so a process's first call summed differently)."""
+    script = """
+import torch
+from samic.ops.scan import selective_scan
+g = torch.Generator().manual_seed(0)
+u, dt = torch.randn(1, 8, 256, generator=g), torch.rand(1, 8, 256, generator=g)
+A, B, C = -torch.rand(8, 4, generator=g), torch.randn(1, 4, 256, generator=g), torch.randn(1, 4, 256, generator=g)
+selective_scan(u, dt, A, B, C, backend="numba")
+print(torch.get_num_threads())
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as `OMP_NUM_THREADS=1 samic ...` would run it
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == "1"

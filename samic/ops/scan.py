@@ -246,7 +246,16 @@ def _token_major(t: torch.Tensor, t0: int, t1: int) -> torch.Tensor:
 def _numba_kernels():
     """Compile (or load from numba's on-disk cache) the CPU kernels on first use."""
     with _numba_lock:
+        import numba
+
         from samic.ops import _scan_numba
+        # Start numba's OpenMP pool now and keep torch's thread count: the pool's start calls
+        # omp_set_num_threads in the libgomp that torch shares, which silently changed torch's
+        # intra-op threads (1 -> all cores) and with them its summation order, so a process's
+        # first network call differed in the last bits from every later one.
+        torch_threads = torch.get_num_threads()
+        numba.get_num_threads()
+        torch.set_num_threads(torch_threads)
         return _scan_numba.scan_forward, _scan_numba.scan_backward
 
 
