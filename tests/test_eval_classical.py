@@ -14,7 +14,7 @@ from samic.eval.classical import (
     find_quality_for_bpp,
     missing_codecs,
 )
-from samic.eval.runner import psnr_rgb
+from samic.metrics import psnr
 
 KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"
 MISSING = missing_codecs()
@@ -52,7 +52,7 @@ def test_round_trip(name, crop):
     rec = codec.decode(data)
     assert isinstance(data, bytes) and len(data) > 0
     assert rec.shape == crop.shape and rec.dtype == np.uint8
-    assert psnr_rgb(crop, rec) > 25
+    assert psnr(crop, rec) > 25
 
 
 @pytest.mark.parametrize("name", CODECS)

@@ -13,11 +13,12 @@ from samic.eval.bdrate import bd_psnr, bd_rate, bd_rate_table
 from samic.eval.classical import CODECS
 from samic.eval.plots import plot_metrics, save_rd_plots
 from samic.eval.results import RDResults, load_results_dir
-from samic.eval.runner import default_metrics, evaluate, psnr_rgb
+from samic.eval.runner import default_metrics, evaluate
+from samic.metrics import psnr
 
 KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"
 JPEG_QUALITIES = [10, 25, 40, 60, 80]
-METRICS = {"psnr-rgb": psnr_rgb}
+METRICS = {"psnr-rgb": psnr}
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +63,7 @@ def test_evaluate_uses_default_sweep_and_limit(dataset):
 
 
 def test_default_metrics_always_has_psnr():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        metrics = default_metrics(("psnr-rgb",))
+    metrics = default_metrics(("psnr-rgb",))
     a = np.zeros((8, 8, 3), np.uint8)
     assert math.isclose(metrics["psnr-rgb"](a, a + 1), 10 * math.log10(255**2))
     with pytest.raises(ValueError, match="unknown metric"):

@@ -16,7 +16,7 @@ from samic.eval.classical import (
 )
 from samic.eval.plots import rd_figure, save_rd_plots
 from samic.eval.results import RDResults, load_results_dir
-from samic.eval.runner import default_metrics, evaluate, psnr_rgb
+from samic.eval.runner import default_metrics, evaluate
 
 __all__ = [
     "CODECS",
@@ -34,7 +34,6 @@ __all__ = [
     "higher_is_better",
     "load_results_dir",
     "missing_codecs",
-    "psnr_rgb",
     "rd_figure",
     "save_rd_plots",
 ]

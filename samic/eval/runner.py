@@ -9,7 +9,6 @@ takes them from :mod:`samic.metrics` when it imports.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
@@ -20,51 +19,28 @@ from PIL import Image
 from samic.eval.classical import ImageCodec, bits_per_pixel, check_rgb
 from samic.eval.results import RDResults
 
-__all__ = ["IMAGE_SUFFIXES", "default_metrics", "evaluate", "list_images", "load_rgb", "psnr_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "default_metrics", "evaluate", "list_images", "load_rgb"]
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
 IMAGE_SUFFIXES = (".png", ".ppm", ".bmp", ".tif", ".tiff")
 
 
-def psnr_rgb(ref: np.ndarray, rec: np.ndarray) -> float:
-    """PSNR in dB over all pixels and channels of two uint8 images (inf when equal)."""
-    mse = np.mean((ref.astype(np.float64) - rec.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
-
-
 def default_metrics(names: Sequence[str] = ("psnr-rgb", "ms-ssim-rgb", "lpips-alex", "dists")) -> dict[str, Metric]:
-    """The named metrics from :mod:`samic.metrics`, imported only now.
+    """The named metrics of :mod:`samic.metrics` (imported only now: it loads network weights)."""
+    from samic import metrics as m
 
-    Names it cannot provide are left out with a warning, except ``psnr-rgb``, which
-    falls back to :func:`psnr_rgb`, so an evaluation always has at least PSNR.
-    """
-    try:
-        from samic import metrics as m
-    except ImportError as err:
-        m = None
-        warnings.warn(f"samic.metrics unavailable ({err})", stacklevel=2)
     known = {
-        "psnr-rgb": lambda: m.psnr,
-        "ms-ssim-rgb": lambda: m.ms_ssim,
-        "lpips-alex": lambda: partial(m.lpips_distance, net="alex"),
-        "lpips-vgg": lambda: partial(m.lpips_distance, net="vgg"),
-        "dists": lambda: m.dists,
+        "psnr-rgb": m.psnr,
+        "ms-ssim-rgb": m.ms_ssim,
+        "lpips-alex": partial(m.lpips_distance, net="alex"),
+        "lpips-vgg": partial(m.lpips_distance, net="vgg"),
+        "dists": m.dists,
     }
-    chosen: dict[str, Metric] = {}
-    for name in names:
-        if name not in known:
-            raise ValueError(f"unknown metric {name!r}; known: {', '.join(known)}")
-        try:
-            if m is None:
-                raise AttributeError("samic.metrics did not import")
-            chosen[name] = known[name]()
-        except AttributeError as err:
-            if name == "psnr-rgb":
-                chosen[name] = psnr_rgb
-            else:
-                warnings.warn(f"metric {name} left out: {err}", stacklevel=2)
-    return chosen
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown metric {unknown[0]!r}; known: {', '.join(known)}")
+    return {name: known[name] for name in names}
 
 
 def list_images(dataset_dir: str | Path) -> list[Path]:
