@@ -73,13 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     from samic.viz.crops import crop_comparison, save_crop_comparison
     from samic.weights import load_model
 
+    from samic.weights import WeightsError
+
     torch.set_num_threads(args.threads)
-    model = load_model(args.weights)
+    try:
+        model = load_model(args.weights)
+    except WeightsError as exc:
+        parser.error(str(exc))
     print("| image | codec | quality | bpp | PSNR crop (dB) | LPIPS crop | PSNR image (dB) | LPIPS image |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for image, box in zip(images, boxes):
         start = time.perf_counter()
-        result = crop_comparison(image, args.bpp, box, model=model)
+        try:
+            result = crop_comparison(image, args.bpp, box, model=model)
+        except (ValueError, OSError) as exc:  # a bad box, bpp or image file: one line, no traceback
+            parser.error(f"{image.name}: {exc}")
         path = args.out if args.out.suffix.lower() == ".png" else args.out / f"crops-{image.stem}.png"
         save_crop_comparison(result, path, scale=args.scale, max_bytes=MAX_BYTES)
         for p in result.panels:
