@@ -69,6 +69,19 @@ def test_stage2_trains_only_the_perceptual_decoder(tmp_path):
         assert torch.equal(value, discriminator[name]), name
 
 
+def test_critic_trains_before_the_generators_gan_term(tmp_path):
+    """A fresh critic learns from step 0; the generator sees its gradients only from gan_start."""
+    train(tiny_config(tmp_path / "s1", steps=1))
+    trainer = Trainer(tiny_config(tmp_path / "s2", stage=2, steps=2, init=str(tmp_path / "s1" / "checkpoint.pt"),
+                                  gan_weight=0.1, gan_start=2))
+    critic_before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
+    stats = trainer.train_step(trainer._batch(0))
+    assert "d_loss" in stats and "g_loss" not in stats
+    assert any(not torch.equal(v, critic_before[k]) for k, v in trainer.discriminator.state_dict().items())
+    trainer.step = 2
+    assert "g_loss" in trainer.train_step(trainer._batch(2))
+
+
 def test_export_and_load_roundtrip(tmp_path):
     from samic.train.export import export_checkpoint
     from samic.weights import WeightsError, load_model

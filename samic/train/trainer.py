@@ -61,7 +61,7 @@ class TrainConfig:
     lpips_net: str = "alex"
     style_weight: float = 0.0
     gan_weight: float = 0.0
-    gan_start: int = 0  # stage 2: steps of distortion-only warm-up before the GAN term
+    gan_start: int = 0  # stage 2: steps before the generator's GAN term (the critic trains from step 0)
     seed: int = 0
     device: str = "auto"
     workers: int = 0
@@ -292,10 +292,14 @@ class Trainer:
         if self.lpips is not None:
             lpips_value = self.lpips(out.x_hat.clamp(0, 1), x)
             loss_terms["lpips"] = cfg.lpips_weight * lpips_value.view(-1)
-        gan_active = self.discriminator is not None and self.step >= cfg.gan_start
-        if gan_active:
+        # The critic trains from the first step; the generator's adversarial term waits for
+        # gan_start, so a fresh critic has learned something before its gradients reach g_s.
+        critic_active = self.discriminator is not None
+        gan_active = critic_active and self.step >= cfg.gan_start
+        if critic_active:
             with torch.no_grad():  # the conditioning latent, as in HiFiC (encoder is frozen)
                 y_hat = self._y_hat(x, quality)
+        if gan_active:
             fake_logits = self.discriminator(out.x_hat, y_hat)
             loss_terms["gan"] = cfg.gan_weight * losses.hinge_generator_loss(fake_logits).expand(x.shape[0])
         loss = sum(t.mean() for t in loss_terms.values())
@@ -319,7 +323,7 @@ class Trainer:
                  "grad_norm": float(grad_norm)}
         if lpips_value is not None:
             stats["lpips"] = lpips_value.mean().item()
-        if gan_active:
+        if critic_active:
             real_logits = self.discriminator(x, y_hat)
             fake_logits = self.discriminator(out.x_hat.detach(), y_hat)
             d_loss = losses.hinge_discriminator_loss(real_logits, fake_logits)
@@ -327,6 +331,7 @@ class Trainer:
             d_loss.backward()
             self.disc_optimizer.step()
             stats["d_loss"] = d_loss.item()
+        if gan_active:
             stats["g_loss"] = loss_terms["gan"].mean().item() / cfg.gan_weight
         return stats
 
