@@ -13,6 +13,7 @@ RD plots ``rd.html`` (plotly) and ``rd.png``.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -217,12 +218,12 @@ def _resumable(path: Path, description: str, per_image: bool, n_images: int) -> 
     try:
         old = RDResults.load(path)
     except (ValueError, OSError) as exc:
-        warnings.warn(f"--resume: ignoring {path.name}: {exc}", stacklevel=2)
+        print(f"note: --resume: ignoring {path.name}: {exc}", file=sys.stderr)
         return {}
     same_images = old.per_image is None or len(old.per_image) == n_images
     if results_identity(old.description) != results_identity(description) or old.qualities is None \
             or (per_image and old.per_image is None) or not same_images:
-        warnings.warn(f"--resume: {path.name} was made with other settings; starting it again", stacklevel=2)
+        print(f"note: --resume: {path.name} was made with other settings; starting it again", file=sys.stderr)
         return {}
     return _points(old)
 
