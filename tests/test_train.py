@@ -1,6 +1,7 @@
 """Trainer: exact resume, DDP across two gloo processes, stage-2 freezing, export/load."""
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -76,10 +77,21 @@ def test_critic_trains_before_the_generators_gan_term(tmp_path):
                                   gan_weight=0.1, gan_start=2))
     critic_before = {k: v.clone() for k, v in trainer.discriminator.state_dict().items()}
     stats = trainer.train_step(trainer._batch(0))
-    assert "d_loss" in stats and "g_loss" not in stats
+    assert "d_loss" in stats and math.isnan(stats["g_loss"])
     assert any(not torch.equal(v, critic_before[k]) for k, v in trainer.discriminator.state_dict().items())
     trainer.step = 2
-    assert "g_loss" in trainer.train_step(trainer._batch(2))
+    assert math.isfinite(trainer.train_step(trainer._batch(2))["g_loss"])
+
+
+def test_train_log_has_the_gan_column_before_gan_start(tmp_path):
+    train(tiny_config(tmp_path / "s1", steps=1))
+    train(tiny_config(tmp_path / "s2", stage=2, steps=3, init=str(tmp_path / "s1" / "checkpoint.pt"),
+                      gan_weight=0.1, gan_start=2))
+    header, *rows = (tmp_path / "s2" / "train_log.csv").read_text().splitlines()
+    columns = header.split(",")
+    assert "d_loss" in columns and "g_loss" in columns and len(rows) == 3
+    g_loss = [row.split(",")[columns.index("g_loss")] for row in rows]
+    assert g_loss[0] == "nan" and g_loss[1] == "nan" and g_loss[2] != "nan"
 
 
 def test_export_and_load_roundtrip(tmp_path):

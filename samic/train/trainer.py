@@ -101,6 +101,12 @@ class _DistInfo:
         return self.rank == 0
 
 
+def _finite_mean(values: list[float]) -> float:
+    """Mean of the finite values (NaN marks a term not active at that step); NaN if none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
 def _ignore_stop_signals(worker_id: int) -> None:
     """Data workers leave SIGTERM/SIGINT to the main process, which checkpoints and then ends
     them (`pkill -f "samic train"` or Ctrl-C reach the workers too)."""
@@ -331,8 +337,8 @@ class Trainer:
             d_loss.backward()
             self.disc_optimizer.step()
             stats["d_loss"] = d_loss.item()
-        if gan_active:
-            stats["g_loss"] = loss_terms["gan"].mean().item() / cfg.gan_weight
+        if critic_active:  # NaN until gan_start, so the log's columns are fixed from its first row
+            stats["g_loss"] = loss_terms["gan"].mean().item() / cfg.gan_weight if gan_active else math.nan
         return stats
 
     @torch.no_grad()
@@ -428,7 +434,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(bpp=f"{stats['bpp']:.3f}", psnr=f"{stats['psnr']:.2f}", refresh=False)
             if self.dist.main and self.step % cfg.log_every == 0:
-                mean = {k: float(np.mean([w[k] for w in window if k in w])) for k in window[-1]}
+                mean = {k: _finite_mean([w[k] for w in window if k in w]) for k in window[-1]}
                 self._append_csv("train_log.csv", [{"step": self.step, "lr": self.optimizer.param_groups[0]["lr"],
                                                     "elapsed_s": round(time.time() - start, 1), **mean}])
                 window = []
