@@ -164,3 +164,14 @@ def test_sigterm_to_every_process_checkpoints_the_current_step(tmp_path):
     assert proc.returncode == 0, output[-2000:]
     step = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"]
     assert step >= 2 and f"stopped at step {step}" in output
+
+
+def test_stage1_continues_from_two_decoder_weights(tmp_path):
+    """Stage 1 resumed from shipped-style weights (MSE + perceptual decoder) keeps the MSE model."""
+    train(tiny_config(tmp_path / "s1", steps=1))
+    train(tiny_config(tmp_path / "s2", stage=2, steps=1, init=str(tmp_path / "s1" / "checkpoint.pt"), gan_weight=0.1))
+    two_decoders = torch.load(tmp_path / "s2" / "checkpoint.pt", weights_only=False)["model"]
+    again = Trainer(tiny_config(tmp_path / "s1b", init=str(tmp_path / "s2" / "checkpoint.pt")))
+    assert again.model.g_s_perceptual is None
+    for name, value in again.model.state_dict().items():
+        assert torch.equal(value, two_decoders[name]), name

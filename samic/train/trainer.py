@@ -215,7 +215,9 @@ class Trainer:
         else:
             from safetensors.torch import load_file
             state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}
-        if self.model.g_s_perceptual is not None and not any(k.startswith("g_s_perceptual.") for k in state):
+        if self.model.g_s_perceptual is None:  # stage 1 continued from two-decoder weights
+            state = {k: v for k, v in state.items() if not k.startswith("g_s_perceptual.")}
+        elif not any(k.startswith("g_s_perceptual.") for k in state):
             state.update({k.replace("g_s.", "g_s_perceptual.", 1): v for k, v in state.items() if k.startswith("g_s.")})
         self.model.load_state_dict(state)
 
