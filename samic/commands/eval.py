@@ -332,8 +332,9 @@ def evaluate_all(dataset: Path, codecs: list, sweeps: dict, metric_keys: list[st
                 points[quality] = (means, images)
                 results[codec.name] = _assemble(codec.name, codec.description, points, sweep, per_image)
                 results[codec.name].save(out / f"{codec.name}.json")
-            if codec.name not in results and points:
+            if codec.name not in results and points:  # every point reused: same digest, provenance updated
                 results[codec.name] = _assemble(codec.name, codec.description, points, sweep, per_image)
+                results[codec.name].save(out / f"{codec.name}.json")
     return results
 
 
