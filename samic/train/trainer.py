@@ -339,7 +339,7 @@ class Trainer:
             d_loss.backward()
             self.disc_optimizer.step()
             stats["d_loss"] = d_loss.item()
-        if critic_active:  # NaN until gan_start, so the log's columns are fixed from its first row
+            # NaN until gan_start, so the log's columns are fixed from its first row
             stats["g_loss"] = loss_terms["gan"].mean().item() / cfg.gan_weight if gan_active else math.nan
         return stats
 
