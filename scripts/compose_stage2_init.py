@@ -29,6 +29,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
+    for path in (args.stage1, args.stage2):
+        if not path.is_file():
+            raise SystemExit(f"error: {path} not found")
     stage1 = torch.load(args.stage1, map_location="cpu", weights_only=False)
     if args.stage2.suffix == ".safetensors":
         from safetensors.torch import load_file
