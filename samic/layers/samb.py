@@ -25,6 +25,46 @@ from samic.layers.basic import inplace_ok
 from samic.ops.scan import selective_scan
 
 
+SCAN_ORDERS = ("semantic", "raster", "random")
+
+
+class ScanSettings(NamedTuple):
+    """How SAMB scans, passed explicitly from the model call down to every block.
+
+    order: ``semantic`` (the paper's: tokens grouped by cluster, raster inside a cluster),
+    ``raster`` (row by row, ignoring the clusters) or ``random`` (a fixed permutation drawn
+    from ``seed`` and the sequence length, so an encoder and a decoder draw the same one).
+    recurrence: False runs the state-less ablation, y = D * u (the skip term only).
+    backend: the selective-scan backend (see samic.ops.scan; ``auto`` picks per device).
+    """
+
+    order: str = "semantic"
+    seed: int = 0
+    recurrence: bool = True
+    backend: str = "auto"
+
+    def validated(self) -> "ScanSettings":
+        if self.order not in SCAN_ORDERS:
+            raise ValueError(f"unknown scan order {self.order!r}; choose one of {', '.join(SCAN_ORDERS)}")
+        return self
+
+
+DEFAULT_SCAN = ScanSettings()
+
+
+def scan_permutation(ids: torch.Tensor, scan: ScanSettings) -> torch.Tensor:
+    """Cluster ids (B, L) -> raster indices of the tokens in scan order (B, L)."""
+    batch, length = ids.shape
+    if scan.order == "semantic":  # clusters contiguous, raster order inside each (stable sort)
+        return torch.sort(ids, dim=1, stable=True).indices
+    if scan.order == "raster":
+        order = torch.arange(length, device=ids.device)
+    else:  # a CPU generator: the same permutation on every device and in every process
+        generator = torch.Generator().manual_seed(scan.seed * 1_000_003 + length)
+        order = torch.randperm(length, generator=generator).to(ids.device)
+    return order.expand(batch, length)
+
+
 class SAMBIntermediates(NamedTuple):
     """What one SAMB shows about its clustering (batch B, K clusters, H x W tokens)."""
 
@@ -127,8 +167,10 @@ class SAMB(nn.Module):
         with torch.no_grad():
             self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))
 
-    def forward(self, x: torch.Tensor, return_intermediates: bool = False):
-        """x (B, C, H, W) -> (B, C, H, W), plus SAMBIntermediates when asked (else None)."""
+    def forward(self, x: torch.Tensor, return_intermediates: bool = False, scan: ScanSettings = DEFAULT_SCAN):
+        """x (B, C, H, W) -> (B, C, H, W), plus SAMBIntermediates when asked (else None).
+
+        ``scan`` picks the scan order, the state-less ablation and the scan backend."""
         batch, channels, height, width = x.shape
         length = height * width
         tokens = x.flatten(2).transpose(1, 2)  # (B, L, C)
@@ -138,11 +180,11 @@ class SAMB(nn.Module):
         xs = F.silu(xs, inplace=inplace).flatten(2).transpose(1, 2)  # (B, L, Di)
 
         assignment, ids, probs = self.router(xs, height, width)
-        order = torch.sort(ids, dim=1, stable=True).indices  # clusters contiguous, raster inside
+        order = scan_permutation(ids, scan)
         xs_sorted = xs.gather(1, order[..., None].expand(-1, -1, self.d_inner))
         prompt = assignment.gather(1, order[..., None].expand(-1, -1, assignment.shape[-1])) @ self.cluster_prompt
 
-        y = self._scan(xs_sorted, prompt)  # (B, L, Di) in scan order
+        y = self._scan(xs_sorted, prompt, scan)  # (B, L, Di) in scan order
         y = torch.empty_like(y).scatter_(1, order[..., None].expand(-1, -1, self.d_inner), y)
         if inplace:  # the same products and sums as below, in buffers this block made
             y = self.out_norm(y).mul_(F.silu(z))
@@ -160,10 +202,12 @@ class SAMB(nn.Module):
                                   order=order)
         return out, inter
 
-    def _scan(self, xs: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+    def _scan(self, xs: torch.Tensor, prompt: torch.Tensor, scan: ScanSettings = DEFAULT_SCAN) -> torch.Tensor:
         """Selective scan of (B, L, Di) tokens, forward and (optionally) backward in sequence."""
         batch, length, _ = xs.shape
         n_dir, rank, n_state = self.directions, self.dt_rank, self.d_state
+        if not scan.recurrence:  # state-less ablation: each direction's skip term D * u only
+            return xs * self.D.view(n_dir, self.d_inner).sum(0)
         seqs = [xs] if n_dir == 1 else [xs, xs.flip(1)]
         prompts = [prompt] if n_dir == 1 else [prompt, prompt.flip(1)]
         proj = self.x_proj(xs).view(batch, length, n_dir, rank + 2 * n_state)
@@ -181,7 +225,8 @@ class SAMB(nn.Module):
         Bg = torch.stack(Bs, dim=1).transpose(2, 3).contiguous()  # (B, dirs, N, L)
         Cg = torch.stack(Cs, dim=1).transpose(2, 3).contiguous()
         A = -torch.exp(self.A_log.to(u.dtype))
-        y = selective_scan(u, delta, A, Bg, Cg, D=self.D, delta_bias=self.dt_bias, delta_softplus=True)
+        y = selective_scan(u, delta, A, Bg, Cg, D=self.D, delta_bias=self.dt_bias, delta_softplus=True,
+                           backend=scan.backend)
         y = y.transpose(1, 2)  # (B, L, dirs*Di)
         if n_dir == 1:
             return y

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from samic.entropy.models import ChannelARM, EntropyBottleneck, GaussianConditional, ste_round
 from samic.layers.basic import ResidualBlockUpsample, ResidualBlockWithStride, conv3x3, subpel_conv3x3
-from samic.layers.samb import SAMB, SAMBIntermediates
+from samic.layers.samb import DEFAULT_SCAN, SAMB, SAMBIntermediates, ScanSettings
 from samic.layers.svd_rrm import SVDRRM, SpectrumIntermediates
 from samic.models.presets import ModelConfig, get_config
 
@@ -75,10 +75,11 @@ class _Stages(nn.Module):
         self.names = [name for name, _ in layers]
         self.layers = nn.ModuleList(layer for _, layer in layers)
 
-    def forward(self, x: torch.Tensor, record: dict | None = None, prefix: str = "") -> torch.Tensor:
+    def forward(self, x: torch.Tensor, record: dict | None = None, prefix: str = "",
+                scan: ScanSettings = DEFAULT_SCAN) -> torch.Tensor:
         for name, layer in zip(self.names, self.layers):
             if isinstance(layer, SAMB):
-                x, inter = layer(x, return_intermediates=record is not None)
+                x, inter = layer(x, return_intermediates=record is not None, scan=scan)
                 if record is not None:
                     record[f"{prefix}{name}"] = inter
             else:
@@ -240,47 +241,51 @@ class SAMIC(nn.Module):
             raise ValueError("quality must be in [0, 1]")
         return q
 
-    def analysis(self, x_padded: torch.Tensor, quality: torch.Tensor, record: dict | None = None):
+    def analysis(self, x_padded: torch.Tensor, quality: torch.Tensor, record: dict | None = None,
+                 scan: ScanSettings = DEFAULT_SCAN):
         """Padded image (B, 3, H, W) in [0, 1] -> (y, z, spectrum); y carries the gain."""
-        y = self.g_a(x_padded, record, "g_a.")
+        y = self.g_a(x_padded, record, "g_a.", scan)
         spectrum = None
         if self.svd_rrm is not None:
             y, spectrum = self.svd_rrm(y, return_intermediates=record is not None)
         y = y * self.gain_units.gain(quality)
-        z = self.h_a(y, record, "h_a.")
+        z = self.h_a(y, record, "h_a.", scan)
         return y, z, spectrum
 
-    def hyper_synthesis(self, z_hat: torch.Tensor, record: dict | None = None):
+    def hyper_synthesis(self, z_hat: torch.Tensor, record: dict | None = None,
+                        scan: ScanSettings = DEFAULT_SCAN):
         """z_hat -> (hyper means, hyper scales), each (B, M, H/16, W/16)."""
         if isinstance(self.h_s, nn.ModuleDict):
-            return (self.h_s["means"](z_hat, record, "h_s.means."),
-                    self.h_s["scales"](z_hat, record, "h_s.scales."))
-        return self.h_s(z_hat, record, "h_s.").chunk(2, dim=1)
+            return (self.h_s["means"](z_hat, record, "h_s.means.", scan),
+                    self.h_s["scales"](z_hat, record, "h_s.scales.", scan))
+        return self.h_s(z_hat, record, "h_s.", scan).chunk(2, dim=1)
 
     def synthesis(self, y_hat: torch.Tensor, quality: torch.Tensor, decoder: str = "mse",
-                  record: dict | None = None) -> torch.Tensor:
+                  record: dict | None = None, scan: ScanSettings = DEFAULT_SCAN) -> torch.Tensor:
         """y_hat (B, M, h, w) -> x_hat (B, 3, 16h, 16w), not clamped."""
-        return self.decoder(decoder)(y_hat * self.gain_units.inverse_gain(quality), record, "g_s.")
+        return self.decoder(decoder)(y_hat * self.gain_units.inverse_gain(quality), record, "g_s.", scan)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, quality=None, decoder: str = "mse",
-                return_intermediates: bool = False) -> SAMICOutput:
-        """x (B, 3, H, W) in [0, 1], any H and W; quality float or (B,) in [0, 1] (default 0.5)."""
+                return_intermediates: bool = False, scan: ScanSettings = DEFAULT_SCAN) -> SAMICOutput:
+        """x (B, 3, H, W) in [0, 1], any H and W; quality float or (B,) in [0, 1] (default 0.5).
+        ``scan`` sets every SAMB's scan order (and the ablations; see ScanSettings)."""
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"SAMIC expects x of shape (B, 3, H, W), got {tuple(x.shape)}")
+        scan = scan.validated()
         batch, _, height, width = x.shape
         q = self.quality_tensor(quality, batch, x.device)
         record = {} if return_intermediates else None
         x_padded = pad_to_multiple(x)
-        y, z, spectrum = self.analysis(x_padded, q, record)
+        y, z, spectrum = self.analysis(x_padded, q, record, scan)
 
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
         if self.training:  # the rate sees noise, the hyper-decoder sees rounding
             medians = self.entropy_bottleneck.medians[None, :, None, None]
             z_hat = ste_round(z - medians) + medians
-        hyper_means, hyper_scales = self.hyper_synthesis(z_hat, record)
+        hyper_means, hyper_scales = self.hyper_synthesis(z_hat, record, scan)
         y_hat, y_likelihoods, _, _ = self.charm(y, hyper_means, hyper_scales, self.gaussian_conditional)
-        x_hat = self.synthesis(y_hat, q, decoder, record)[:, :, :height, :width]
+        x_hat = self.synthesis(y_hat, q, decoder, record, scan)[:, :, :height, :width]
 
         intermediates = None
         if return_intermediates:
