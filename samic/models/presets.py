@@ -28,7 +28,7 @@ class ModelConfig:
     svd_rrm: bool
     # continuous rate: quality in [0, 1] <-> lambda log-linearly in lambda_range; gain units
     # are learned at n_gain_anchors evenly spaced qualities and interpolated geometrically.
-    lambda_range: tuple[float, float] = (0.00025, 0.07)  # Kodak ~0.05 to ~0.5 bpp with samic-lite
+    lambda_range: tuple[float, float] = (0.00025, 0.2)  # Kodak ~0.06 to ~0.6 bpp with samic-lite (widened from 0.07, issue 15)
     n_gain_anchors: int = 6
 
     def replace(self, **changes) -> "ModelConfig":
