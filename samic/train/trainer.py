@@ -29,7 +29,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from samic.models import SAMIC
+from samic.layers.samb import ScanSettings
+from samic.models import SAMIC, ModelConfig
 from samic.train import losses
 from samic.train.data import RandomCrops, list_images, split_train_val, validation_crops
 
@@ -59,6 +60,8 @@ class TrainConfig:
     mse_weight: float = 1.0  # multiplies lambda(q) * 255^2 * MSE
     lpips_weight: float = 0.0
     lpips_net: str = "alex"
+    scan_order: str = "semantic"  # SAMB scan order while training and validating: semantic, raster, random
+    scan_recurrence: bool = True  # False: SAMB's state-less ablation (y = D * u), for comparisons
     style_weight: float = 0.0
     gan_weight: float = 0.0
     gan_start: int = 0  # stage 2: steps before the generator's GAN term (the critic trains from step 0)
@@ -141,8 +144,10 @@ class Trainer:
     """One training run (see the module docstring). ``run()`` trains until ``steps`` or the
     time limit, checkpointing to ``out_dir/checkpoint.pt`` and logging to CSV files."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, model_config: ModelConfig | None = None):
+        """``model_config``: an architecture other than ``cfg.preset``'s (benchmarks of variants)."""
         self.cfg = cfg
+        self.scan = ScanSettings(order=cfg.scan_order, recurrence=cfg.scan_recurrence).validated()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -158,7 +163,7 @@ class Trainer:
         if self.dist.main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
 
-        self.model = SAMIC(cfg.preset)
+        self.model = SAMIC(model_config or cfg.preset)
         if cfg.stage == 2:
             self.model.add_perceptual_decoder()
         self._init_discriminator = None
@@ -289,7 +294,7 @@ class Trainer:
         lo, hi = cfg.quality_range
         quality = lo + (hi - lo) * torch.rand(x.shape[0], device=self.device)
         decoder = "perceptual" if cfg.stage == 2 else "mse"
-        out = self.net(x, quality=quality, decoder=decoder)
+        out = self.net(x, quality=quality, decoder=decoder, scan=self.scan)
         lmbda = self.model.gain_units.lmbda(quality)
         bpp = losses.bits_per_pixel(out.likelihoods, x.shape[-2] * x.shape[-1])
         mse = losses.per_sample_mse(out.x_hat, x)
@@ -369,7 +374,7 @@ class Trainer:
                 bpps, psnrs, lp = [], [], []
                 for i in range(0, x.shape[0], 4):
                     xb = x[i:i + 4]
-                    out = self.model(xb, quality=q, decoder=decoder)
+                    out = self.model(xb, quality=q, decoder=decoder, scan=self.scan)
                     x_hat = out.x_hat.clamp(0, 1)
                     x_hat = torch.round(x_hat * 255) / 255
                     bpps.append(losses.bits_per_pixel(out.likelihoods, xb.shape[-2] * xb.shape[-1]))
