@@ -282,6 +282,12 @@ class Trainer:
         t0, t1 = self.cfg.gumbel_tau
         return t0 + (t1 - t0) * min(1.0, step / max(1, self.cfg.steps))
 
+    def apply_schedules(self) -> None:
+        """Set the learning rates and the Gumbel temperature for ``self.step``."""
+        for group, base_lr in zip(self.optimizer.param_groups, self._base_lrs):
+            group["lr"] = base_lr * self.lr_factor(self.step)
+        self.model.set_gumbel_temperature(self.gumbel_tau(self.step))
+
     # ------------------------------------------------------------------ one step
     def _batch(self, step: int) -> torch.Tensor:
         b = self.cfg.batch_size
@@ -431,9 +437,7 @@ class Trainer:
         last_save = self.step
         while self.step < cfg.steps:
             x = next(loader)
-            for group, base_lr in zip(self.optimizer.param_groups, self._base_lrs):
-                group["lr"] = base_lr * self.lr_factor(self.step)
-            self.model.set_gumbel_temperature(self.gumbel_tau(self.step))
+            self.apply_schedules()
             stats = self.train_step(x)
             self.step += 1
             window.append(stats)
