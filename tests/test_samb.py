@@ -49,6 +49,8 @@ def test_eval_is_deterministic_and_training_is_stochastic():
     out2, inter2 = block(x, return_intermediates=True)
     assert torch.equal(out1, out2) and torch.equal(inter1.assignment, inter2.assignment)
     block.train()
+    block.router.centres_ready.fill_(True)  # keep the centres where they are: only the noise varies
+    block.router.momentum = 1.0
     assignments = [block(x, return_intermediates=True)[1].assignment for _ in range(3)]
     assert any(not torch.equal(a, inter1.assignment) for a in assignments)
     # the probabilities shown are noise-free in both modes
@@ -56,13 +58,14 @@ def test_eval_is_deterministic_and_training_is_stochastic():
 
 
 def test_gradients_reach_router_and_prompt():
-    """The hard assignment is straight-through: the loss reaches the prototypes, the
-    positional projection and the cluster prompt (through the scan's C)."""
+    """The hard assignment is straight-through: the loss reaches the router's positional
+    projection and gate, its scale and the cluster prompt (through the scan's C). The cluster
+    centres are k-means running means, not gradient-trained."""
     block = make_block(1).train()
     x = torch.randn(2, 8, 6, 7, requires_grad=True)
     out, _ = block(x)
     (out * torch.randn_like(out)).sum().backward()
-    for name in ("router.prototypes", "router.pos_proj.weight", "router.logit_scale", "cluster_prompt",
+    for name in ("router.pos_gate", "router.pos_proj.weight", "router.logit_scale", "cluster_prompt",
                  "A_log", "dt_proj", "dt_bias", "D", "x_proj.weight", "in_proj.weight"):
         grad = dict(block.named_parameters())[name].grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0, name
@@ -70,24 +73,102 @@ def test_gradients_reach_router_and_prompt():
 
 
 def test_positional_encoding_drives_clusters_of_featureless_tokens():
-    """With zero features the router sees only the 2D position: clusters are not all one,
-    and they are spatially coherent, neighbours agreeing far more often than random pairs.
-    (Only moderately at init, ~0.55 vs ~0.17 here: the top octaves of the encoding make a
-    randomly initialized projection stripy on small grids.)"""
+    """With featureless tokens the router sees only the 2D position: the two-octave encoding
+    splits the grid into a few large, spatially coherent regions. Without the positional term
+    every such token falls into one cluster."""
     router = SemanticRouter(dim=16, n_clusters=8).eval()
+    with torch.no_grad():
+        router.pos_gate.fill_(1.0)
     height, width = 48, 48
     _, ids, _ = router(torch.zeros(1, height * width, 16), height, width)
     ids = ids.view(height, width)
     assert ids.unique().numel() > 1
     neighbours = torch.cat([(ids[1:] == ids[:-1]).flatten(), (ids[:, 1:] == ids[:, :-1]).flatten()]).float().mean()
     random_pairs = (ids.flatten() == ids.flatten()[torch.randperm(height * width)]).float().mean()
-    assert neighbours > random_pairs + 0.15
-    # without the positional term every featureless token falls into the same cluster
+    assert neighbours > 0.9 and neighbours > random_pairs + 0.3
     with torch.no_grad():
-        router.pos_proj.weight.zero_()
-        router.pos_proj.bias.zero_()
+        router.pos_gate.zero_()
     _, ids, _ = router(torch.zeros(1, height * width, 16), height, width)
     assert ids.unique().numel() == 1
+
+
+def _three_region_tokens(height=24, width=24, dim=16, shift=0, noise=0.3, seed=0):
+    """Tokens (1, H*W, D) of three regions (left, top right, bottom right), each around its
+    own random centre plus a large component all tokens share; the region map (H, W)."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = 3 * torch.randn(3, dim, generator=gen)
+    shared = 20 * torch.randn(dim, generator=gen)
+    cols = torch.arange(width) + shift
+    regions = torch.where(cols[None, :] < width // 2, 0, torch.where(torch.arange(height)[:, None] < height // 2, 1, 2))
+    tokens = shared + centres[regions] + noise * torch.randn(height, width, dim, generator=gen)
+    return tokens.reshape(1, height * width, dim), regions
+
+
+def test_router_centres_learn_the_content_regions_despite_a_shared_component():
+    """Training steps seed the centres by k-means++ and move them as running means: the
+    clusters then follow the three content regions (one cluster per region), although a
+    shared component 7x larger than the regions' differences sits in every token."""
+    router = SemanticRouter(dim=16, n_clusters=3, smooth=1).train()
+    router.tau.fill_(0.1)
+    tokens, regions = _three_region_tokens()
+    assert not bool(router.centres_ready)
+    for _ in range(20):
+        router(tokens, 24, 24)
+    assert bool(router.centres_ready)
+    router.eval()
+    _, ids, _ = router(tokens, 24, 24)
+    ids = ids.view(24, 24)
+    for r in range(3):  # each region is one cluster, and the three clusters differ
+        assert (ids[regions == r] == ids[regions == r][0]).float().mean() > 0.95
+    assert len({int(ids[regions == r].mode().values) for r in range(3)}) == 3
+    assert torch.allclose(router.usage.sum(), torch.tensor(1.0), atol=1e-4)
+
+
+def test_router_reseeds_an_unused_centre():
+    router = SemanticRouter(dim=16, n_clusters=4, smooth=1).train()
+    tokens, _ = _three_region_tokens()
+    router(tokens, 24, 24)
+    with torch.no_grad():
+        router.centres[3] = -router.centres[:3].mean(0)  # far from every token: never chosen
+        router.centres[3] /= router.centres[3].norm()
+        router.usage[3] = 0.0
+    before = router.centres[3].clone()
+    router(tokens, 24, 24)
+    assert not torch.allclose(router.centres[3], before)
+    assert router.usage[3] == pytest.approx(0.25)
+
+
+def test_router_clusters_move_with_the_content():
+    """Shift-equivariance: shifting the content by 3 tokens moves the clusters with it."""
+    router = SemanticRouter(dim=16, n_clusters=3, smooth=1)
+    tokens, regions = _three_region_tokens(shift=0)
+    router.train()
+    router.tau.fill_(0.1)
+    for _ in range(5):
+        router(tokens, 24, 24)
+    router.eval()
+    shifted, shifted_regions = _three_region_tokens(shift=3)
+    ids = router(tokens, 24, 24)[1].view(24, 24)
+    ids_shifted = router(shifted, 24, 24)[1].view(24, 24)
+    assert not torch.equal(shifted_regions, regions)
+    assert (ids_shifted[:, :-3] == ids[:, 3:]).float().mean() > 0.95  # realigned
+
+
+def test_first_design_router_weights_load_with_fresh_router_state():
+    """Weights saved with the first router (LayerNorm, 6-octave PE, prototypes) still load."""
+    block = make_block(1)
+    state = block.state_dict()
+    prefix = "router."
+    for key in [k for k in state if k.startswith(prefix)]:
+        del state[key]
+    di = block.d_inner
+    state.update({prefix + "norm.weight": torch.ones(di), prefix + "norm.bias": torch.zeros(di),
+                  prefix + "pos_proj.weight": torch.zeros(di, 24), prefix + "pos_proj.bias": torch.zeros(di),
+                  prefix + "prototypes": torch.randn(K, di), prefix + "logit_scale": torch.tensor(2.0)})
+    fresh = make_block(1)
+    fresh.load_state_dict(state)
+    assert fresh.router.logit_scale.item() == 2.0 and not bool(fresh.router.centres_ready)
+    assert fresh.router.pos_proj.weight.shape == (di, 8)
 
 
 def test_positional_encoding_2d():

@@ -1,13 +1,14 @@
 """SAMB: the semantic-aware Mamba block.
 
-Tokens are softly clustered by a router that sees the features plus an explicit 2D
-positional encoding; Gumbel-Softmax turns the soft assignment into a hard one (straight-
-through in training, plain argmax at inference). Tokens are then stably sorted by cluster,
+Tokens are softly clustered by a router that sees their content (features whitened per
+image and smoothed over the token grid) plus an explicit, gated 2D positional encoding,
+against k-means cluster centres; Gumbel-Softmax turns the soft assignment into a hard one
+(straight-through in training, plain argmax at inference). Tokens are then stably sorted by cluster,
 so each cluster is scanned as one contiguous run in raster order, and a per-cluster prompt
 added to the scan's C projection lets every token read a summary of its cluster, which
 relaxes the scan's strict causality (reference sections 1 and 3; cf. MambaIRv2's ASSM).
 
-    x ─► LN ─► in_proj ─┬─► xs ─► dwconv3x3 ─► SiLU ─┬─► router(+2D PE) ─► cluster ids
+    x ─► LN ─► in_proj ─┬─► xs ─► dwconv3x3 ─► SiLU ─┬─► router(content + g·2D PE) ─► cluster ids
                         │                           └─► sort by cluster ─► selective scan ─► unsort
                         └─► z ──────────────────────────────────────────────────────► × SiLU(z)
     x + out_proj(LN(·)) ─► + FFN(LN(·))
@@ -20,6 +21,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
 from samic.layers.basic import inplace_ok
 from samic.ops.scan import selective_scan
@@ -91,33 +93,67 @@ def positional_encoding_2d(height: int, width: int, n_freqs: int, device=None, d
 
 
 class SemanticRouter(nn.Module):
-    """Soft clustering of tokens into K clusters: cosine similarity to K learnable
-    prototypes of (normalized features + projected 2D positional encoding).
+    """Soft clustering of tokens into K clusters by content, with an explicit 2D position term.
 
-    Training: Gumbel noise, temperature ``tau``, straight-through hard one-hot.
+        q_i    = normalize( smooth(whiten(x))_i + g * pos_proj(PE(row_i, col_i)) )
+        p(k|i) = softmax_k( s * <q_i, c_k> )          c_k: unit-norm cluster centres
+
+    - whiten: per image and channel, centred and scaled over the tokens. Raw features are
+      mostly a component every token shares; the first design (LayerNorm per token) left the
+      position to decide the clusters and produced a lattice (issue 13).
+    - smooth: a ``smooth`` x ``smooth`` box mean over the token grid, so clusters group
+      regions (sky, fur, grass) rather than single edges.
+    - PE: ``n_freqs`` octaves from pi (halves, quarters of the image): a weak spatial prior
+      whose weight g (``pos_gate``) is learned.
+    - centres: spherical k-means running means of the tokens assigned to them in training
+      (EMA ``momentum``), seeded by k-means++ on the first training batch and re-seeded on a
+      token when their usage falls below a tenth of uniform. They take no gradient: the
+      straight-through gradient reaching them through the cluster prompt is tiny.
+
+    Training: Gumbel noise at temperature ``tau`` and a straight-through hard one-hot.
     Inference: deterministic argmax of the noise-free logits.
     """
 
-    def __init__(self, dim: int, n_clusters: int, n_freqs: int = 6):
+    def __init__(self, dim: int, n_clusters: int, n_freqs: int = 2, smooth: int = 5,
+                 momentum: float = 0.99, pos_gate: float = 0.1):
         super().__init__()
-        self.n_clusters = n_clusters
-        self.n_freqs = n_freqs
-        self.norm = nn.LayerNorm(dim)
+        self.n_clusters, self.n_freqs, self.smooth, self.momentum = n_clusters, n_freqs, smooth, momentum
         self.pos_proj = nn.Linear(4 * n_freqs, dim)
-        self.prototypes = nn.Parameter(torch.randn(n_clusters, dim) / math.sqrt(dim))
+        self.pos_gate = nn.Parameter(torch.tensor(float(pos_gate)))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.register_buffer("centres", F.normalize(torch.randn(n_clusters, dim), dim=-1))
+        self.register_buffer("usage", torch.full((n_clusters,), 1.0 / n_clusters))
+        self.register_buffer("centres_ready", torch.tensor(False))  # seeded from data yet?
         self.register_buffer("tau", torch.tensor(1.0), persistent=False)  # annealed by the trainer
+
+    def content_features(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """tokens (B, L, D) -> whitened, smoothed features (B, L, D), before the position term."""
+        centred = tokens - tokens.mean(1, keepdim=True)
+        white = centred * torch.rsqrt(centred.pow(2).mean(1, keepdim=True) + 1e-6)
+        if self.smooth > 1:
+            grid = rearrange(white, "b (h w) d -> b d h w", h=height, w=width)
+            grid = F.avg_pool2d(grid, self.smooth, 1, self.smooth // 2, count_include_pad=False)
+            white = rearrange(grid, "b d h w -> b (h w) d")
+        return white
+
+    def queries(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """tokens (B, L, D) -> unit-norm routing queries q (B, L, D)."""
+        pos = positional_encoding_2d(height, width, self.n_freqs, tokens.device, tokens.dtype)
+        q = self.content_features(tokens, height, width) + self.pos_gate * self.pos_proj(pos)
+        return F.normalize(q, dim=-1)
 
     def forward(self, tokens: torch.Tensor, height: int, width: int):
         """tokens (B, L, D) -> assignment (B, L, K) [one-hot, straight-through in training],
         cluster ids (B, L), noise-free probabilities (B, L, K)."""
-        pos = positional_encoding_2d(height, width, self.n_freqs, tokens.device, tokens.dtype)
-        q = self.norm(tokens)
-        q = q.add_(self.pos_proj(pos)) if inplace_ok() else q + self.pos_proj(pos)
-        q = F.normalize(q, dim=-1)
-        logits = q @ F.normalize(self.prototypes, dim=-1).t() * self.logit_scale.exp().clamp(max=100.0)
+        q = self.queries(tokens, height, width)
+        if self.training and not bool(self.centres_ready):
+            self._seed_centres(q.detach())
+        # (a copy in training: the running-mean update below changes the centres in place)
+        centres = self.centres.to(q.dtype, copy=self.training)
+        logits = q @ centres.t() * self.logit_scale.exp().clamp(max=100.0)
         probs = logits.softmax(-1)
         if self.training:
+            self._update_centres(q.detach(), logits.detach().argmax(-1))
             gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp(1e-9, 1.0 - 1e-9)))
             soft = ((logits + gumbel) / self.tau).softmax(-1)
             ids = soft.argmax(-1)
@@ -127,6 +163,60 @@ class SemanticRouter(nn.Module):
             ids = logits.argmax(-1)
             assignment = F.one_hot(ids, self.n_clusters).to(logits.dtype)
         return assignment, ids, probs
+
+    # ------------------------------------------------------------------ k-means centres
+    @torch.no_grad()
+    def fit_centres(self, queries: torch.Tensor, iterations: int = 20) -> None:
+        """Spherical k-means (k-means++ seeding) of unit-norm queries (N, D) into the centres."""
+        q = queries.reshape(-1, queries.shape[-1]).float()
+        centres = [q[torch.randint(len(q), (1,), device=q.device)].squeeze(0)]
+        for _ in range(1, self.n_clusters):  # k-means++: far from the chosen ones, likelier
+            dist = (1 - q @ torch.stack(centres).t()).clamp(min=0).min(-1).values
+            centres.append(q[torch.multinomial(dist + 1e-12, 1)].squeeze(0))
+        centres = torch.stack(centres)
+        for _ in range(iterations):
+            onehot = F.one_hot((q @ centres.t()).argmax(-1), self.n_clusters).to(q.dtype)
+            sums, counts = onehot.t() @ q, onehot.sum(0)
+            centres = torch.where(counts[:, None] > 0, F.normalize(sums, dim=-1), centres)
+        self.centres.copy_(centres)
+        self.usage.copy_(onehot.mean(0))
+        self.centres_ready.fill_(True)
+
+    @torch.no_grad()
+    def _seed_centres(self, q: torch.Tensor, max_tokens: int = 8192) -> None:
+        flat = q.reshape(-1, q.shape[-1])
+        self.fit_centres(flat[torch.randperm(len(flat), device=flat.device)[:max_tokens]])
+
+    @torch.no_grad()
+    def _update_centres(self, q: torch.Tensor, ids: torch.Tensor) -> None:
+        flat = q.reshape(-1, q.shape[-1]).float()
+        onehot = F.one_hot(ids.reshape(-1), self.n_clusters).to(flat.dtype)
+        sums, counts = onehot.t() @ flat, onehot.sum(0)
+        m = self.momentum
+        used = counts > 0
+        moved = F.normalize(m * self.centres + (1 - m) * F.normalize(sums, dim=-1), dim=-1)
+        self.centres.copy_(torch.where(used[:, None], moved, self.centres))
+        self.usage.mul_(m).add_((1 - m) * counts / counts.sum())
+        dead = self.usage < 0.1 / self.n_clusters
+        if dead.any():  # re-seed on random tokens: every centre stays in use
+            picks = torch.randint(len(flat), (int(dead.sum()),), device=flat.device)
+            self.centres[dead] = flat[picks]
+            self.usage[dead] = 1.0 / self.n_clusters
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Weights of the first router design (LayerNorm, 6-octave PE, gradient-trained
+        prototypes) load with fresh router state: its clusters were positional and carried
+        no information the rest of the network used (issue 13); ``fit_centres`` or training
+        seeds the centres from data."""
+        if prefix + "prototypes" in state_dict:
+            for key in ("prototypes", "norm.weight", "norm.bias", "pos_proj.weight", "pos_proj.bias"):
+                state_dict.pop(prefix + key, None)
+            for name, tensor in list(self.named_parameters(recurse=False)) + list(self.named_buffers(recurse=False)):
+                if name != "tau":
+                    state_dict.setdefault(prefix + name, tensor.detach().clone())
+            for name, tensor in self.pos_proj.state_dict().items():
+                state_dict.setdefault(prefix + "pos_proj." + name, tensor.detach().clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class SAMB(nn.Module):
