@@ -121,7 +121,10 @@ class SemanticRouter(nn.Module):
         self.pos_proj = nn.Linear(4 * n_freqs, dim)
         self.pos_gate = nn.Parameter(torch.tensor(float(pos_gate)))
         self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
-        self.register_buffer("centres", F.normalize(torch.randn(n_clusters, dim), dim=-1))
+        # a fixed draw, not the global RNG: weights saved before the centres existed must load
+        # to the same router in every process (an encoder and a decoder run h_s's SAMB alike)
+        generator = torch.Generator().manual_seed(dim * 1009 + n_clusters)
+        self.register_buffer("centres", F.normalize(torch.randn(n_clusters, dim, generator=generator), dim=-1))
         self.register_buffer("usage", torch.full((n_clusters,), 1.0 / n_clusters))
         self.register_buffer("centres_ready", torch.tensor(False))  # seeded from data yet?
         self.register_buffer("tau", torch.tensor(1.0), persistent=False)  # annealed by the trainer
