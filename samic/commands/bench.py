@@ -23,8 +23,11 @@ SLOW_RUN_S = 5.0  # a run slower than this is not repeated
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("bench", help="benchmarks (selective scan backends)")
-    p.add_argument("what", choices=["scan"], help="what to benchmark")
+    from samic.commands import bench_semantic
+
+    p = subparsers.add_parser("bench", help="benchmarks (selective scan backends; cluster maps and scan ablations)")
+    p.add_argument("what", choices=["scan", *bench_semantic.WHAT],
+                   help="what to benchmark (clusters, scan-ablation: see samic.commands.bench_semantic)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement, best kept (default 3; "
                    f"runs slower than {SLOW_RUN_S:g} s are not repeated)")
@@ -34,6 +37,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch and numba threads (default: as configured)")
     p.add_argument("--reference-tokens", type=int, default=4096, metavar="L",
                    help="time the reference backend on the first L tokens and extrapolate (default 4096)")
+    bench_semantic.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -197,6 +201,10 @@ def _format(report: dict) -> str:
 
 
 def run(args) -> int:
+    if args.what in ("clusters", "scan-ablation"):
+        from samic.commands import bench_semantic
+
+        return bench_semantic.run(args)
     import torch
 
     from samic.cli import UserError
