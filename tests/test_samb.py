@@ -222,3 +222,22 @@ def test_scan_order_changes_the_output_and_the_stateless_ablation_is_the_skip_te
     with torch.no_grad():
         block.x_proj.weight.view(2, -1, block.d_inner)[:, block.dt_rank:block.dt_rank + block.d_state].zero_()
     assert torch.allclose(block(x)[0], stateless, atol=1e-5)
+
+
+def test_fit_router_centres_seeds_every_router_and_changes_no_other_weight():
+    from samic.models import SAMIC
+    from samic.train.centres import fit_router_centres
+
+    model = SAMIC("samic-tiny").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batches = [torch.rand(2, 3, 64, 64) for _ in range(3)]
+    assert fit_router_centres(model, batches) == 3
+    assert not model.training and all(not b.router.training for b in model.samb_blocks())
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(".router.centres" in k or ".router.usage" in k for k in changed)
+    assert all(bool(b.router.centres_ready) for b in model.samb_blocks())
+    again = SAMIC("samic-tiny").eval()
+    again.load_state_dict(before)
+    fit_router_centres(again, batches)  # the same data gives the same centres
+    assert all(torch.equal(a.router.centres, b.router.centres)
+               for a, b in zip(model.samb_blocks(), again.samb_blocks()))
