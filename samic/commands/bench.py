@@ -23,11 +23,13 @@ SLOW_RUN_S = 5.0  # a run slower than this is not repeated
 
 
 def register(subparsers) -> None:
-    from samic.commands import bench_semantic
+    from samic.commands import bench_semantic, bench_train
 
-    p = subparsers.add_parser("bench", help="benchmarks (selective scan backends; cluster maps and scan ablations)")
-    p.add_argument("what", choices=["scan", *bench_semantic.WHAT],
-                   help="what to benchmark (clusters, scan-ablation: see samic.commands.bench_semantic)")
+    p = subparsers.add_parser("bench", help="benchmarks (selective scan backends; cluster maps and scan ablations; "
+                                                   "training recipes side by side)")
+    p.add_argument("what", choices=["scan", "train", *bench_semantic.WHAT],
+                   help="what to benchmark (train: see samic.commands.bench_train; "
+                        "clusters, scan-ablation: see samic.commands.bench_semantic)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement, best kept (default 3; "
                    f"runs slower than {SLOW_RUN_S:g} s are not repeated)")
@@ -37,6 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch and numba threads (default: as configured)")
     p.add_argument("--reference-tokens", type=int, default=4096, metavar="L",
                    help="time the reference backend on the first L tokens and extrapolate (default 4096)")
+    bench_train.add_arguments(p)
     bench_semantic.add_arguments(p)
     p.set_defaults(func=run)
 
@@ -201,6 +204,10 @@ def _format(report: dict) -> str:
 
 
 def run(args) -> int:
+    if args.what == "train":
+        from samic.commands import bench_train
+
+        return bench_train.run(args)
     if args.what in ("clusters", "scan-ablation"):
         from samic.commands import bench_semantic
 
