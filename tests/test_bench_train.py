@@ -61,7 +61,7 @@ def _fake_result(name, costs, minutes=(0, 2, 4, 6, 8), crops_per_s=3.0):
 def _fake_report():
     report = {"budget": {"kind": "minutes", "total": 8, "every": 2}, "init": "w.safetensors", "preset": "samic-lite",
               "seed": 0, "torch_threads": 2, "cpu_count": 2,
-              "validation": {"images": 8, "crops": 16, "crop": 256, "qualities": [0, 0.5, 1]},
+              "validation": {"images": 8, "crops": 16, "crop": 256, "scales": [0.5, 0.25], "qualities": [0, 0.5, 1]},
               "variants": [_fake_result("lr2x", [10, 7, 6, 5.5, 5.2]), _fake_result("baseline", [10, 8, 7, 6.5, 6]),
                            _fake_result("slow", [10, 9, 8.5, 8, 7])]}
     report["summary"] = bench.summarize(report)
@@ -159,7 +159,7 @@ def pool(tmp_path_factory) -> Path:
     """Eight small smooth-plus-texture photos (no shared data needed)."""
     folder = tmp_path_factory.mktemp("pool")
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:72, 0:80] / 80.0
+    yy, xx = np.mgrid[0:144, 0:160] / 160.0
     for i in range(8):
         base = np.stack([np.sin(6 * xx * (c + 1) + i) * np.cos(4 * yy + c) for c in range(3)], -1)
         img = 127 + 90 * base + 20 * rng.standard_normal(base.shape)
@@ -190,7 +190,7 @@ def test_bench_train_end_to_end(tmp_path, pool, capsys, keep_threads):
     report = json.loads((out / "report.json").read_text())
     assert [r["variant"] for r in report["variants"]] == ["fast", "fast-raster"]
     assert report["summary"]["baseline"] == "fast"  # no 'baseline' variant: the first one
-    assert report["validation"] == {"images": 2, "crops": 4, "crop": 32, "qualities": [0.0, 1.0],
+    assert report["validation"] == {"images": 2, "crops": 4, "crop": 32, "scales": [0.5, 0.25], "qualities": [0.0, 1.0],
                                     "lambda_range": list(report["validation"]["lambda_range"])}
     for r in report["variants"]:
         minutes = [p["minutes"] for p in r["points"]]

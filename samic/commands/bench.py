@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     from samic.commands import bench_semantic, bench_train
 
     p = subparsers.add_parser("bench", help="benchmarks (selective scan backends; cluster maps and scan ablations; "
-                                                   "training recipes side by side)")
+                              "training recipes side by side)")
     p.add_argument("what", choices=["scan", "train", *bench_semantic.WHAT],
                    help="what to benchmark (train: see samic.commands.bench_train; "
                         "clusters, scan-ablation: see samic.commands.bench_semantic)")

@@ -34,6 +34,8 @@ def add_arguments(p) -> None:
     g.add_argument("--train-dir", default="../shared/data/train", help="training pool (default ../shared/data/train)")
     g.add_argument("--val-images", type=int, default=None, help="held-out images (default 8: the recipe's)")
     g.add_argument("--val-crop", type=int, default=None, help="validation crop (default --crop)")
+    g.add_argument("--val-scales", default=None, help="comma-separated scales of the validation views "
+                   "(default 0.5,0.25: inside the recipe's training scale range)")
     g.add_argument("--val-qualities", default=None, help="comma-separated qualities of the validation sweep "
                    "(default 0,0.25,0.5,0.75,1)")
     g.add_argument("--seed", type=int, default=0, help="seed of the data order, quality draws and random init")
@@ -79,6 +81,9 @@ def run(args) -> int:
     qualities = _float_list(args.val_qualities, "--val-qualities") if args.val_qualities else bench.VAL_QUALITIES
     if not all(0 <= q <= 1 for q in qualities):
         raise UserError("--val-qualities must lie in [0, 1]")
+    scales = _float_list(args.val_scales, "--val-scales") if args.val_scales else bench.VAL_SCALES
+    if not all(0 < x <= 1 for x in scales):
+        raise UserError("--val-scales must lie in (0, 1]")
     for name in ("crop", "val_crop", "val_images"):
         value = getattr(args, name)
         if value is not None and value < (16 if "crop" in name else 1):
@@ -107,7 +112,7 @@ def run(args) -> int:
             raise UserError(f"--plot {plot_path}: use a .png or .svg name")
         out.mkdir(parents=True, exist_ok=True)
         with bench.paused(args.pause_pid):
-            report = bench.bench_train(variants, base_cfg, budget, qualities, args.val_crop, quiet=args.quiet)
+            report = bench.bench_train(variants, base_cfg, budget, qualities, args.val_crop, scales, args.quiet)
     except (bench.BenchError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
     report["command"] = {k: v for k, v in vars(args).items() if k != "func"}

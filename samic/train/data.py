@@ -85,12 +85,13 @@ class RandomCrops(torch.utils.data.Dataset):
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def validation_crops(files: list[Path], crop: int = 256) -> torch.Tensor:
-    """A fixed set: the center crop of every validation image at full size and at half size."""
+def validation_crops(files: list[Path], crop: int = 256, scales=(1.0, 0.5)) -> torch.Tensor:
+    """A fixed set: the center crop of every validation image at each of ``scales`` (default
+    full size and half size); views smaller than the crop are skipped."""
     crops = []
     for path in files:
         im = _load_rgb(path)
-        for scale in (1.0, 0.5):
+        for scale in scales:
             view = im if scale == 1.0 else im.resize((round(im.width * scale), round(im.height * scale)),
                                                      Image.BICUBIC, reducing_gap=3.0)
             if min(view.size) < crop:
