@@ -25,7 +25,7 @@ from PIL import Image
 
 from samic.codec.api import compress_image, decompress_image, read_header, to_tensor
 from samic.codec.image_io import load_image
-from samic.codec.latents import PhaseTimer
+from samic.entropy.latent_codec import PhaseTimer
 from samic.models import SAMIC
 
 KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"

@@ -30,7 +30,7 @@ import torch
 import samic.layers.samb as samb
 from samic.codec.api import compress_image, decompress_image
 from samic.codec.image_io import load_image
-from samic.codec.latents import PhaseTimer
+from samic.entropy.latent_codec import PhaseTimer
 from samic.ops.scan import available_backends, selective_scan
 from samic.weights import load_model
 

@@ -27,7 +27,7 @@ from samic.codec.coder import (SCALE_LEVELS, SCALE_MAX, SCALE_TABLE, TAIL_SIGMAS
                                SymbolTable, SymbolWriter, gaussian_tables)
 from samic.codec.fuzzing import mutate
 from samic.codec.image_io import ImageError, load_image
-from samic.codec.latents import MEAN_STEP, encode_latents, entropy_coding, model_digest
+from samic.entropy.latent_codec import MEAN_STEP, entropy_coding, model_digest
 from samic.models import SAMIC
 from samic.models.samic import PAD_MULTIPLE, pad_to_multiple
 
@@ -119,8 +119,8 @@ def test_round_trip_gives_the_synthesis_of_the_encoders_latents(model, crop, enc
     with torch.no_grad():
         quality = model.quality_tensor(QUALITY, 1)
         y, z, _ = model.analysis(pad_to_multiple(to_tensor(crop, "cpu", torch.float32)), quality)
-        streams = encode_latents(model, y, z)
-        expected = to_uint8(model.synthesis(streams.y_hat.float(), quality)[:, :, :height, :width])
+        _, latents = model.latent_codec.compress(y, z)
+        expected = to_uint8(model.synthesis(latents.y_hat.float(), quality)[:, :, :height, :width])
     assert np.array_equal(decoded, expected)
     header = read_header(encoded)
     assert (header.model_name, header.height, header.width) == ("samic-tiny", height, width)
@@ -201,7 +201,7 @@ def test_extreme_latents_are_escaped_losslessly(crop):
     assert float(y.abs().max()) > TAIL_SIGMAS * SCALE_MAX + 1  # beyond even the widest Gaussian table
 
 
-@pytest.mark.parametrize("method", ["slice_params", "residual"])
+@pytest.mark.parametrize("method", ["params", "residual"])
 def test_a_diverging_decoder_fails_loudly(model, encoded, monkeypatch, method):
     """If the decoder's entropy parameters ever differ from the encoder's (another machine's
     arithmetic), the latent checksums turn that into a FormatError, never a wrong image."""
@@ -213,9 +213,9 @@ def test_a_diverging_decoder_fails_loudly(model, encoded, monkeypatch, method):
         tensor.view(-1)[0] += MEAN_STEP
         return tensor
 
-    def diverged(i, *args):
-        result = original(i, *args)
-        if method == "slice_params":  # (mean, scale index): nudge the mean
+    def diverged(*args):
+        result = original(*args)
+        if method == "params":  # (mean, scale index): nudge the mean
             return nudged(result[0]), result[1]
         return nudged(result)
 

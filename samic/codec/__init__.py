@@ -8,7 +8,7 @@ _LAZY = {
     "compress_image": "samic.codec.api",
     "decompress_image": "samic.codec.api",
     "read_header": "samic.codec.api",
-    "model_digest": "samic.codec.latents",
+    "model_digest": "samic.entropy.latent_codec",
     "load_image": "samic.codec.image_io",
     "ImageError": "samic.codec.image_io",
 }

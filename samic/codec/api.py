@@ -1,10 +1,14 @@
 """compress_image / decompress_image: images <-> .samic bytes.
 
     image ─► load_image (uint8 RGB) ─► pad ─► g_a, h_a (model's device/dtype) ─► y, z
-          ─► encode_latents (float64 CPU entropy parameters, range coder) ─► header + streams
+          ─► LatentCodec.compress (float64 CPU entropy parameters, range coder) ─► header + streams
 
-    bytes ─► unpack (validated header) ─► decode_latents (same float64 path, checksums)
+    bytes ─► unpack (validated header) ─► LatentCodec.decompress (same float64 path, checksums)
           ─► y_hat ─► g_s (model's device/dtype) ─► crop, clamp, round ─► uint8 (H, W, 3)
+
+``encode_traced`` / ``decode_traced`` run exactly the same code and also return what it did
+(EncodeTrace / DecodeTrace: SAMB clusters and scan orders, the SVD-RRM spectrum, the bits of
+every latent position, phase timings); compress_image / decompress_image are them without it.
 """
 from __future__ import annotations
 
@@ -13,15 +17,40 @@ import functools
 import math
 import numbers
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
 from samic.codec import bitstream
 from samic.codec.errors import FormatError
 from samic.codec.image_io import load_image
-from samic.codec.latents import PhaseTimer, decode_latents, encode_latents, model_digest
 from samic.codec.memory import reusing_large_buffers
-from samic.models.samic import SAMIC, pad_to_multiple
+from samic.entropy.latent_codec import LatentStreams, LatentTrace, PhaseTimer, model_digest
+from samic.layers.samb import SAMBIntermediates
+from samic.layers.svd_rrm import SpectrumIntermediates
+from samic.models.samic import DECODERS, PAD_MULTIPLE, SAMIC, pad_to_multiple
+
+
+class EncodeTrace(NamedTuple):
+    """What one compress did (batch 1; y on an h x w grid, h = H'/16 for the padded H', z on h/4 x w/4)."""
+
+    samb: dict[str, SAMBIntermediates]  # "g_a.stage2", "h_a.samb" (model's device), "h_s.samb" (float64 coding copy)
+    spectrum: SpectrumIntermediates | None  # SVD-RRM on y, None for presets without it
+    latents: LatentTrace  # y_hat, symbols, scale indices, bits_y (h, w), bits_z (h/4, w/4)
+    z_bytes: int  # length of the z stream
+    y_bytes: int  # length of the y stream
+    seconds: dict[str, float]  # per phase: analysis, entropy_parameters, entropy_coding
+    padded_size: tuple[int, int]  # (H', W')
+
+
+class DecodeTrace(NamedTuple):
+    """What one decompress did (shapes as in EncodeTrace)."""
+
+    samb: dict[str, SAMBIntermediates]  # "h_s.samb" (float64 coding copy), "g_s.stage3", ... (the chosen decoder)
+    latents: LatentTrace
+    decoder: str  # "mse" or "perceptual"
+    seconds: dict[str, float]  # per phase: entropy_parameters, entropy_coding, synthesis
 
 
 @functools.lru_cache(maxsize=None)
@@ -70,13 +99,8 @@ def to_uint8(x_hat: torch.Tensor) -> np.ndarray:
 
 @torch.no_grad()
 @reusing_large_buffers  # flat time per pixel: see samic/codec/memory.py
-def compress_image(image, quality: float, model: SAMIC | None = None, timer: PhaseTimer | None = None) -> bytes:
-    """Compress an image to .samic bytes.
-
-    image: a path, a PIL image or a uint8 (H, W, 3) array (conversion rule: samic.codec.image_io).
-    quality: rate knob in [0, 1] (higher: more bits). model: a SAMIC (None: shipped default).
-    ``timer`` accumulates seconds per phase ("analysis", "entropy_parameters", "entropy_coding").
-    """
+def _encode(image, quality: float, model: SAMIC | None, timer: PhaseTimer | None,
+            record: dict | None) -> tuple[bytes, EncodeTrace]:
     timer = timer or PhaseTimer()
     quality = _check_quality(quality)
     rgb = load_image(image)
@@ -85,13 +109,30 @@ def compress_image(image, quality: float, model: SAMIC | None = None, timer: Pha
     height, width = rgb.shape[:2]
     with _eval_mode(model), timer.phase("analysis"):
         x = pad_to_multiple(to_tensor(rgb, device, dtype))
-        y, z, _ = model.analysis(x, model.quality_tensor(quality, 1, device).to(dtype))
-    streams = encode_latents(model, y, z, timer)
+        y, z, spectrum = model.analysis(x, model.quality_tensor(quality, 1, device).to(dtype), record)
+    streams, latents = model.latent_codec.compress(y, z, timer, record)
     header = bitstream.Header(model_name=model.config.name, weights_digest=model_digest(model),
                               height=height, width=width, quality=quality,
                               z_length=len(streams.z_stream), y_length=len(streams.y_stream),
                               z_checksum=streams.z_checksum, y_checksum=streams.y_checksum)
-    return bitstream.pack(header, streams.z_stream, streams.y_stream)
+    trace = EncodeTrace(samb=record, spectrum=spectrum, latents=latents, z_bytes=len(streams.z_stream),
+                        y_bytes=len(streams.y_stream), seconds=timer.seconds, padded_size=tuple(x.shape[-2:]))
+    return bitstream.pack(header, streams.z_stream, streams.y_stream), trace
+
+
+def compress_image(image, quality: float, model: SAMIC | None = None, timer: PhaseTimer | None = None) -> bytes:
+    """Compress an image to .samic bytes.
+
+    image: a path, a PIL image or a uint8 (H, W, 3) array (conversion rule: samic.codec.image_io).
+    quality: rate knob in [0, 1] (higher: more bits). model: a SAMIC (None: shipped default).
+    ``timer`` accumulates seconds per phase ("analysis", "entropy_parameters", "entropy_coding").
+    """
+    return _encode(image, quality, model, timer, None)[0]
+
+
+def encode_traced(image, quality: float, model: SAMIC | None = None) -> tuple[bytes, EncodeTrace]:
+    """compress_image, plus the EncodeTrace of that very encode."""
+    return _encode(image, quality, model, None, {})
 
 
 def read_header(data: bytes) -> bitstream.Header:
@@ -111,16 +152,43 @@ def choose_decoder(model: SAMIC, decoder: str | None) -> str:
     perceptual when the model has it and mse otherwise."""
     if decoder is None:  # the caller did not choose: the best the model has
         return "perceptual" if "perceptual" in model.decoders else "mse"
-    if decoder not in ("mse", "perceptual"):
-        raise ValueError(f"unknown decoder {decoder!r}; choose 'mse' or 'perceptual'")
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r}; choose {' or '.join(map(repr, DECODERS))}")
     if decoder not in model.decoders:
         raise ValueError(f"the {model.config.name} weights have no {decoder!r} decoder (they have: "
                          f"{', '.join(model.decoders)})")
     return decoder
 
 
+def hyper_latent_shape(model: SAMIC, height: int, width: int) -> tuple[int, int, int, int]:
+    """Shape of z (batch 1) for an image of height x width; y's follows from h_s (4x larger)."""
+    padded_h, padded_w = (-(-side // PAD_MULTIPLE) * PAD_MULTIPLE for side in (height, width))
+    return 1, model.config.Nz, padded_h // PAD_MULTIPLE, padded_w // PAD_MULTIPLE
+
+
 @torch.no_grad()
 @reusing_large_buffers
+def _decode(data: bytes, model: SAMIC | None, decoder: str | None, timer: PhaseTimer | None,
+            record: dict | None) -> tuple[np.ndarray, DecodeTrace]:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"data must be bytes, got {type(data).__name__}")
+    timer = timer or PhaseTimer()
+    header, z_stream, y_stream = bitstream.unpack(data)
+    model = default_model(header.model_name) if model is None else model
+    _check_model(header, model)
+    decoder = choose_decoder(model, decoder)
+    streams = LatentStreams(z_stream=z_stream, y_stream=y_stream, z_checksum=header.z_checksum,
+                            y_checksum=header.y_checksum)
+    latents = model.latent_codec.decompress(hyper_latent_shape(model, header.height, header.width), streams,
+                                            timer, record)
+    device, dtype = _model_device_dtype(model)
+    with _eval_mode(model), timer.phase("synthesis"):
+        quality = model.quality_tensor(header.quality, 1, device).to(dtype)
+        x_hat = model.synthesis(latents.y_hat.to(device, dtype), quality, decoder, record)
+        rgb = to_uint8(x_hat[:, :, :header.height, :header.width])
+    return rgb, DecodeTrace(samb=record, latents=latents, decoder=decoder, seconds=timer.seconds)
+
+
 def decompress_image(data: bytes, model: SAMIC | None = None, decoder: str | None = None,
                      timer: PhaseTimer | None = None) -> np.ndarray:
     """Decode .samic bytes -> uint8 (H, W, 3).
@@ -129,17 +197,9 @@ def decompress_image(data: bytes, model: SAMIC | None = None, decoder: str | Non
     preset named in the header). decoder: "mse", "perceptual", or None for perceptual when
     the model has it and mse otherwise. Raises FormatError for corrupt or incompatible data.
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"data must be bytes, got {type(data).__name__}")
-    timer = timer or PhaseTimer()
-    header, z_stream, y_stream = bitstream.unpack(data)
-    model = default_model(header.model_name) if model is None else model
-    _check_model(header, model)
-    decoder = choose_decoder(model, decoder)
-    y_hat = decode_latents(model, header.height, header.width, z_stream, y_stream,
-                           header.z_checksum, header.y_checksum, timer)
-    device, dtype = _model_device_dtype(model)
-    with _eval_mode(model), timer.phase("synthesis"):
-        quality = model.quality_tensor(header.quality, 1, device).to(dtype)
-        x_hat = model.synthesis(y_hat.to(device, dtype), quality, decoder)
-        return to_uint8(x_hat[:, :, :header.height, :header.width])
+    return _decode(data, model, decoder, timer, None)[0]
+
+
+def decode_traced(data: bytes, model: SAMIC | None = None, decoder: str | None = None) -> tuple[np.ndarray, DecodeTrace]:
+    """decompress_image, plus the DecodeTrace of that very decode."""
+    return _decode(data, model, decoder, None, {})

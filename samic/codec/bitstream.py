@@ -5,7 +5,7 @@
     4       1     format version (1)
     5       1     n = length of the model name (1..64)
     6       n     model name (preset), ASCII [a-z0-9._-]
-    6+n     8     weights digest (samic.codec.latents.model_digest)
+    6+n     8     weights digest (samic.entropy.latent_codec.model_digest)
     14+n    4     height (u32)
     18+n    4     width (u32)
     22+n    4     quality (float32, in [0, 1])

@@ -12,7 +12,7 @@ the same order. The decoder knows every symbol's table before it decodes the blo
 what the hyperprior and ChARM provide), so it reproduces the order exactly.
 
 Gaussian tables: y symbols are coded with one of SCALE_LEVELS tables, discretized zero-mean
-Gaussians whose scales are log-spaced from SCALE_MIN to SCALE_MAX (see samic.codec.latents
+Gaussians whose scales are log-spaced from SCALE_MIN to SCALE_MAX (see samic.entropy.latent_codec
 for how a predicted scale picks its table).
 """
 from __future__ import annotations
@@ -99,6 +99,31 @@ def _group_by_table(table_ids: np.ndarray, n_tables: int):
 def _bit_length_minus_one(magnitudes: np.ndarray) -> np.ndarray:
     """floor(log2(m)) for int64 m >= 1, exactly (frexp is exact below 2**53)."""
     return np.frexp(magnitudes.astype(np.float64))[1].astype(np.int64) - 1
+
+
+def symbol_bits(values: np.ndarray, table_ids: np.ndarray, tables: Sequence[SymbolTable]) -> np.ndarray:
+    """Information content in bits of every value under its table, escapes included: what the
+    range coder spends on it, up to the coder's own rounding and the stream's final flush.
+    float64, shaped like ``values``."""
+    values = np.asarray(values, dtype=np.int64)
+    table_ids = np.asarray(table_ids)
+    flat = values.ravel()
+    bits = np.empty(flat.size, dtype=np.float64)
+    order, ranges = _group_by_table(table_ids.ravel(), len(tables))
+    for table, (start, stop) in zip(tables, ranges):
+        if start == stop:
+            continue
+        positions = order[start:stop]
+        group = flat[positions]
+        above, below = group > table.high, group < table.low
+        entries = np.where(above | below, table.escape_entry, group - table.low)
+        cost = PROB_BITS - np.log2(table.freqs[entries].astype(np.float64))
+        escaped = above | below
+        if escaped.any():  # side bit, length (uniform over ESCAPE_LENGTHS), the bits after the leading one
+            distance = np.where(above, group - table.high, table.low - group)[escaped]
+            cost[escaped] += 1 + math.log2(ESCAPE_LENGTHS) + _bit_length_minus_one(distance)
+        bits[positions] = cost
+    return bits.reshape(values.shape)
 
 
 class SymbolWriter:

@@ -217,7 +217,7 @@ def worker(spec: dict) -> dict:
     from PIL import Image
 
     from samic.codec.api import compress_image, decompress_image
-    from samic.codec.latents import PhaseTimer
+    from samic.entropy.latent_codec import PhaseTimer
 
     model = _worker_model(spec)
     quality = spec["quality"]
@@ -261,7 +261,7 @@ def profile_encode(spec: dict) -> dict:
 
     import samic.layers.samb as samb
     from samic.codec.api import compress_image
-    from samic.codec.latents import PhaseTimer
+    from samic.entropy.latent_codec import PhaseTimer
 
     class CPUPhaseTimer(PhaseTimer):
         @contextmanager

@@ -8,6 +8,7 @@ additive uniform noise; the decoder sees straight-through rounding ("mixed" quan
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -200,20 +201,40 @@ class ChannelARM(nn.Module):
     def residual(self, i: int, hyper_means, decoded: list[torch.Tensor], y_hat_slice) -> torch.Tensor:
         return 0.5 * torch.tanh(self.lrp_transforms[i](torch.cat([hyper_means, *decoded, y_hat_slice], 1)))
 
+    def run(self, hyper_means: torch.Tensor, hyper_scales: torch.Tensor, code_slice, snap=None, timer=None):
+        """The slice loop, shared by training, estimation and real coding -> y_hat (B, M, h, w).
+
+        code_slice(i, mean, scale) -> slice i of y_hat before the LRP: it quantizes (forward) or
+        writes/reads the slice's symbols (samic.entropy.latent_codec). snap: None, or the
+        float64 coding mode with ``params(mean, scale)`` and ``residual(lrp)`` that put the
+        network outputs on the coder's grids. timer: a PhaseTimer or None.
+        """
+        phase = timer.phase if timer is not None else (lambda name: contextlib.nullcontext())
+        decoded: list[torch.Tensor] = []
+        for i in range(self.num_slices):
+            with phase("entropy_parameters"):
+                mean, scale = self.slice_params(i, hyper_means, hyper_scales, decoded)
+                if snap is not None:
+                    mean, scale = snap.params(mean, scale)
+            with phase("entropy_coding"):
+                y_hat_slice = code_slice(i, mean, scale)
+            with phase("entropy_parameters"):
+                lrp = self.residual(i, hyper_means, decoded, y_hat_slice)
+                decoded.append(y_hat_slice + (lrp if snap is None else snap.residual(lrp)))
+        return torch.cat(decoded, 1)
+
     def forward(self, y: torch.Tensor, hyper_means: torch.Tensor, hyper_scales: torch.Tensor,
                 gaussian: GaussianConditional):
         """Training/estimation pass: returns (y_hat, likelihoods, means, scales), all (B, M, h, w)."""
         y_slices = y.chunk(self.num_slices, 1)
-        decoded, likelihoods, means, scales = [], [], [], []
-        for i, y_slice in enumerate(y_slices):
-            mean, scale = self.slice_params(i, hyper_means, hyper_scales, decoded)
-            noisy = add_uniform_noise(y_slice) if self.training else torch.round(y_slice - mean) + mean
+        likelihoods, means, scales = [], [], []
+
+        def quantize(i, mean, scale):
+            noisy = add_uniform_noise(y_slices[i]) if self.training else torch.round(y_slices[i] - mean) + mean
             likelihoods.append(gaussian.likelihood(noisy, scale, mean))
-            y_hat_slice = ste_round(y_slice - mean) + mean
-            y_hat_slice = y_hat_slice + self.residual(i, hyper_means, decoded, y_hat_slice)
-            decoded.append(y_hat_slice)
             means.append(mean)
             scales.append(scale)
-        return torch.cat(decoded, 1), torch.cat(likelihoods, 1), torch.cat(means, 1), torch.cat(scales, 1)
+            return ste_round(y_slices[i] - mean) + mean
 
-
+        y_hat = self.run(hyper_means, hyper_scales, quantize)
+        return y_hat, torch.cat(likelihoods, 1), torch.cat(means, 1), torch.cat(scales, 1)

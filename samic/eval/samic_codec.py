@@ -74,7 +74,7 @@ class SAMICCodec:
 
     def __init__(self, model, decoder: str = "mse", name: str | None = None):
         from samic.codec.api import choose_decoder
-        from samic.codec.latents import model_digest
+        from samic.entropy.latent_codec import model_digest
 
         self.model = model.eval()
         self.decoder = choose_decoder(model, decoder)  # ValueError if the weights lack it
@@ -97,7 +97,7 @@ class SAMICCodec:
 
     def encode(self, rgb: np.ndarray, quality: float) -> bytes:
         from samic.codec.api import compress_image
-        from samic.codec.latents import PhaseTimer
+        from samic.entropy.latent_codec import PhaseTimer
 
         lo, hi = self.quality_range
         if not lo <= quality <= hi:
@@ -109,7 +109,7 @@ class SAMICCodec:
 
     def decode(self, data: bytes) -> np.ndarray:
         from samic.codec.api import decompress_image
-        from samic.codec.latents import PhaseTimer
+        from samic.entropy.latent_codec import PhaseTimer
 
         timer = PhaseTimer()
         rgb = decompress_image(data, self.model, self.decoder, timer=timer)

@@ -26,7 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from samic.entropy.models import ChannelARM, EntropyBottleneck, GaussianConditional, ste_round
+from samic.entropy.latent_codec import LatentCodec
+from samic.entropy.models import ChannelARM, EntropyBottleneck, GaussianConditional
 from samic.layers.basic import ResidualBlockUpsample, ResidualBlockWithStride, conv3x3, subpel_conv3x3
 from samic.layers.samb import DEFAULT_SCAN, SAMB, SAMBIntermediates, ScanSettings
 from samic.layers.svd_rrm import SVDRRM, SpectrumIntermediates
@@ -223,6 +224,11 @@ class SAMIC(nn.Module):
     def samb_blocks(self) -> list[SAMB]:
         return [m for m in self.modules() if isinstance(m, SAMB)]
 
+    @property
+    def latent_codec(self) -> LatentCodec:
+        """Hyperprior + ChARM: y, z -> likelihoods (training), streams (coding) and back."""
+        return LatentCodec(self)
+
     def set_gumbel_temperature(self, tau: float) -> None:
         for block in self.samb_blocks():
             block.router.tau.fill_(tau)
@@ -279,21 +285,16 @@ class SAMIC(nn.Module):
         x_padded = pad_to_multiple(x)
         y, z, spectrum = self.analysis(x_padded, q, record, scan)
 
-        z_hat, z_likelihoods = self.entropy_bottleneck(z)
-        if self.training:  # the rate sees noise, the hyper-decoder sees rounding
-            medians = self.entropy_bottleneck.medians[None, :, None, None]
-            z_hat = ste_round(z - medians) + medians
-        hyper_means, hyper_scales = self.hyper_synthesis(z_hat, record, scan)
-        y_hat, y_likelihoods, _, _ = self.charm(y, hyper_means, hyper_scales, self.gaussian_conditional)
-        x_hat = self.synthesis(y_hat, q, decoder, record, scan)[:, :, :height, :width]
+        latents = self.latent_codec.forward(y, z, record, scan)
+        x_hat = self.synthesis(latents.y_hat, q, decoder, record, scan)[:, :, :height, :width]
 
         intermediates = None
         if return_intermediates:
             intermediates = SAMICIntermediates(
                 samb=record, spectrum=spectrum,
-                bits_y=-torch.log2(y_likelihoods).sum(1).detach(),
-                bits_z=-torch.log2(z_likelihoods).sum(1).detach(), quality=q)
-        return SAMICOutput(x_hat=x_hat, likelihoods={"y": y_likelihoods, "z": z_likelihoods},
+                bits_y=-torch.log2(latents.likelihoods["y"]).sum(1).detach(),
+                bits_z=-torch.log2(latents.likelihoods["z"]).sum(1).detach(), quality=q)
+        return SAMICOutput(x_hat=x_hat, likelihoods=latents.likelihoods,
                            original_size=(height, width), padded_size=tuple(x_padded.shape[-2:]),
                            intermediates=intermediates)
 

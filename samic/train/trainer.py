@@ -31,6 +31,7 @@ import torch.nn as nn
 
 from samic.layers.samb import ScanSettings
 from samic.models import SAMIC, ModelConfig
+from samic.models.samic import pad_to_multiple
 from samic.train import losses
 from samic.train.data import RandomCrops, list_images, split_train_val, validation_crops
 
@@ -360,11 +361,8 @@ class Trainer:
         model = self.model
         was_training = model.training
         model.eval()
-        from samic.models.samic import pad_to_multiple
         y, z, _ = model.analysis(pad_to_multiple(x), quality)
-        z_hat, _ = model.entropy_bottleneck(z)
-        means, scales = model.hyper_synthesis(z_hat)
-        y_hat, _, _, _ = model.charm(y, means, scales, model.gaussian_conditional)
+        y_hat = model.latent_codec.forward(y, z).y_hat
         model.train(was_training)
         return y_hat
 

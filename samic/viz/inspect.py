@@ -1,9 +1,10 @@
 """One typed call for the app and the notebooks: what SAMIC does to one image.
 
-``inspect_image`` runs the real codec (compress to .samic bytes, decompress) for the
-reconstruction, the rate and the timings, measures PSNR, MS-SSIM and LPIPS-Alex, and runs one
-deterministic eval-mode forward pass for the intermediates (SAMB clusters and scan orders,
-the SVD-RRM spectrum, the estimated bits per latent position). ``rd_curve`` and
+``inspect_image`` runs the real codec (compress to .samic bytes, decompress) with its trace
+on, so everything it shows comes from the file on display: the reconstruction, the rate, the
+timings, the SAMB clusters and scan orders, the SVD-RRM spectrum and the bits of every latent
+position (samic.codec.api.EncodeTrace / DecodeTrace); it also measures PSNR, MS-SSIM and
+LPIPS-Alex. ``rd_curve`` and
 ``classical_rd_curves`` give this image's rate-distortion points for SAMIC and for JPEG, WebP
 and AVIF (real encoders). ``cached_inspect_image`` and ``cached_rd_curves`` memoize both per
 (image content, quality, decoder, model) in small thread-safe LRU caches.
@@ -20,10 +21,9 @@ from collections import OrderedDict
 from typing import Callable, NamedTuple
 
 import numpy as np
-import torch
 from PIL import Image
 
-from samic.codec.api import choose_decoder, compress_image, decompress_image, default_model, to_tensor
+from samic.codec.api import choose_decoder, compress_image, decode_traced, decompress_image, default_model, encode_traced
 from samic.codec.image_io import load_image
 from samic.eval.classical import CODECS, bits_per_pixel, missing_codecs
 from samic.metrics import lpips_distance, ms_ssim, psnr
@@ -76,12 +76,13 @@ class Inspection(NamedTuple):
     psnr: float  # dB, RGB
     ms_ssim: float  # RGB
     lpips: float  # LPIPS-Alex v0.1
-    estimated_bpp: float  # rate estimated by the entropy model in the forward pass
-    blocks: dict[str, BlockClusters]  # per SAMB, e.g. "g_a.stage2", "h_s.samb", "g_s.stage3"
+    estimated_bpp: float  # information content of the coded symbols (bits_y + bits_z) per pixel: the streams' rate without coder overhead and header
+    blocks: dict[str, BlockClusters]  # per SAMB of the encode and decode, e.g. "g_a.stage2", "h_s.samb", "g_s.stage3"
     spectrum: Spectrum | None  # None for presets without SVD-RRM
-    bits_y: np.ndarray  # (H'/16, W'/16) float32 estimated bits per position of y
-    bits_z: np.ndarray  # (H'/64, W'/64) float32 estimated bits per position of z
+    bits_y: np.ndarray  # (H'/16, W'/16) float32 bits the file spends per position of y
+    bits_z: np.ndarray  # (H'/64, W'/64) float32 bits the file spends per position of z
     padded_size: tuple[int, int]  # (H', W')
+    phase_seconds: dict[str, float]  # encode and decode phases, e.g. "encode analysis", "decode synthesis"
 
     @property
     def num_bytes(self) -> int:
@@ -103,7 +104,7 @@ class Inspection(NamedTuple):
             "LPIPS (Alex)": (self.lpips, "lower is better"),
             "encode time": (self.encode_seconds, "s"),
             "decode time": (self.decode_seconds, "s"),
-            "estimated rate": (self.estimated_bpp, "bpp (model)"),
+            "rate of the symbols": (self.estimated_bpp, "bpp (information content)"),
         }
 
 
@@ -157,22 +158,16 @@ def image_metrics(original: np.ndarray, reconstruction: np.ndarray) -> dict[str,
             "lpips": float(lpips_distance(original, reconstruction, net="alex"))}
 
 
-@torch.no_grad()
-def _forward_intermediates(model: SAMIC, rgb: np.ndarray, quality: float, decoder: str):
-    """One deterministic eval-mode forward pass -> SAMICOutput with intermediates."""
-    parameter = next(model.parameters())
-    was_training = model.training
-    model.eval()  # eval: argmax clustering, no Gumbel noise; rounding instead of noise
-    try:
-        x = to_tensor(rgb, parameter.device, parameter.dtype)
-        return model(x, quality, decoder, return_intermediates=True)
-    finally:
-        model.train(was_training)
+def _block_clusters(block, padded_height: int) -> BlockClusters:
+    return BlockClusters(assignment=_read_only(block.assignment[0].cpu().numpy()),
+                         probs=_read_only(block.probs[0].float().cpu().numpy()),
+                         order=_read_only(block.order[0].cpu().numpy()),
+                         stride=padded_height // block.assignment.shape[1])
 
 
 def inspect_image(image, quality: float, decoder: str | None = None, model: SAMIC | None = None,
                   progress: Progress | None = None) -> Inspection:
-    """Compress and decompress ``image`` with the real codec and collect what the app shows.
+    """Compress and decompress ``image`` with the real codec, trace on, and collect what the app shows.
 
     image: a path, PIL image or uint8 array (coded as it is: see ``prepare_image`` for the
     downscaling the app applies). quality in [0, 1]. decoder: "mse", "perceptual" or None
@@ -186,45 +181,38 @@ def inspect_image(image, quality: float, decoder: str | None = None, model: SAMI
 
     _report(progress, 0.0, "encoding")
     start = time.perf_counter()
-    data = compress_image(rgb, quality, model)
+    data, encoded = encode_traced(rgb, quality, model)
     encode_seconds = time.perf_counter() - start
-    _report(progress, 0.3, "decoding")
+    _report(progress, 0.4, "decoding")
     start = time.perf_counter()
-    reconstruction = decompress_image(data, model, decoder)
+    reconstruction, decoded = decode_traced(data, model, decoder)
     decode_seconds = time.perf_counter() - start
-    quality = float(np.float32(quality))  # what the file stores (compress_image validated it)
+    quality = float(np.float32(quality))  # what the file stores (encode_traced validated it)
 
-    _report(progress, 0.55, "measuring PSNR, MS-SSIM, LPIPS")
+    _report(progress, 0.75, "measuring PSNR, MS-SSIM, LPIPS")
     metrics = image_metrics(rgb, reconstruction)
-
-    _report(progress, 0.7, "forward pass for the intermediates")
-    out = _forward_intermediates(model, rgb, quality, decoder)
-    inter = out.intermediates
-    padded_h, padded_w = out.padded_size
-    blocks = {
-        name: BlockClusters(assignment=_read_only(block.assignment[0].cpu().numpy()),
-                            probs=_read_only(block.probs[0].float().cpu().numpy()),
-                            order=_read_only(block.order[0].cpu().numpy()),
-                            stride=padded_h // block.assignment.shape[1])
-        for name, block in inter.samb.items()
-    }
+    padded_h, padded_w = encoded.padded_size
+    # h_s runs in both; its decode-side clusters are the ones that rebuilt the latents
+    blocks = {name: _block_clusters(block, padded_h) for name, block in {**encoded.samb, **decoded.samb}.items()}
     spectrum = None
-    if inter.spectrum is not None:
-        spectrum = Spectrum(singular_values=_read_only(inter.spectrum.singular_values[0].cpu().numpy()),
-                            thresholded=_read_only(inter.spectrum.thresholded[0].cpu().numpy()),
-                            threshold=float(inter.spectrum.threshold[0]))
-    bits_y = inter.bits_y[0].float().cpu().numpy()
-    bits_z = inter.bits_z[0].float().cpu().numpy()
+    if encoded.spectrum is not None:
+        spectrum = Spectrum(singular_values=_read_only(encoded.spectrum.singular_values[0].float().cpu().numpy()),
+                            thresholded=_read_only(encoded.spectrum.thresholded[0].float().cpu().numpy()),
+                            threshold=float(encoded.spectrum.threshold[0]))
+    bits_y = decoded.latents.bits_y.float().numpy()
+    bits_z = decoded.latents.bits_z.float().numpy()
     bpp = bits_per_pixel(data, rgb.shape)
+    phases = {**{f"encode {k}": v for k, v in encoded.seconds.items()},
+              **{f"decode {k}": v for k, v in decoded.seconds.items()}}
     _report(progress, 1.0, "done")
     return Inspection(
         original=_read_only(rgb), reconstruction=_read_only(reconstruction), data=data,
         quality=quality, decoder=decoder, model_name=model.config.name,
         bpp=bpp, compression_ratio=24.0 / bpp,
         encode_seconds=encode_seconds, decode_seconds=decode_seconds, **metrics,
-        estimated_bpp=float(bits_y.sum() + bits_z.sum()) / (height * width),
+        estimated_bpp=float(decoded.latents.bits_y.sum() + decoded.latents.bits_z.sum()) / (height * width),
         blocks=blocks, spectrum=spectrum, bits_y=_read_only(bits_y), bits_z=_read_only(bits_z),
-        padded_size=(padded_h, padded_w))
+        padded_size=(padded_h, padded_w), phase_seconds=phases)
 
 
 def rd_curve(image, model: SAMIC | None = None, qualities=SAMIC_RD_QUALITIES, decoder: str | None = None,
