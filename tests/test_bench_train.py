@@ -208,8 +208,11 @@ def test_steps_budget_is_exact(pool, keep_threads):
     base = TrainConfig(preset="samic-tiny", train_dir=str(pool), crop=32, n_val_images=2, batch_size=2, lr=1e-3,
                        warmup_steps=1, init="", threads=1)
     variants = [bench.make_variant("a", {}), bench.make_variant("b", {"lr": 2e-3}),
+                bench.make_variant("broken", {"gumbel_tau": "hot"}),  # fails in its first step: reported, skipped
                 bench.make_variant("stateless", {"scan_recurrence": False})]
     report = bench.bench_train(variants, base, bench.Budget("steps", 3, 2), qualities=(0.5,), quiet=True)
+    assert [f["variant"] for f in report["failed"]] == ["broken"]
+    assert "broken" in bench.format_table(report)
     for r in report["variants"]:
         assert r["steps"] == 3 and [p["step"] for p in r["points"]] == [0, 2, 3]
     a, b, stateless = (r["points"] for r in report["variants"])

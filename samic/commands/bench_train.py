@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
     g = p.add_argument_group("train", "options of `samic bench train`")
     g.add_argument("--variants", default=DEFAULT_VARIANTS,
                    help=f"comma-separated variants (default {DEFAULT_VARIANTS}); built-in: baseline, lr2x, crop128, "
-                        "highrate, stateless, raster, random-order, channels-last, compile, workers1")
+                        "highrate, stateless, raster, random-order, compile, workers1")
     g.add_argument("--variants-file", default=None, metavar="TOML",
                    help="more variants: [NAME] tables of TrainConfig keys, [NAME.model] for ModelConfig fields, "
                         "channels_last/compile knobs")
