@@ -222,6 +222,13 @@ def test_scan_order_changes_the_output_and_the_stateless_ablation_is_the_skip_te
     with torch.no_grad():
         block.x_proj.weight.view(2, -1, block.d_inner)[:, block.dt_rank:block.dt_rank + block.d_state].zero_()
     assert torch.allclose(block(x)[0], stateless, atol=1e-5)
+    # scan output zeroed: the block is the gated residual of nothing, plus its FFN
+    zeroed = block(x, scan=ScanSettings(recurrence=False, skip=False))[0]
+    with torch.no_grad():
+        block.D.zero_()
+    assert torch.allclose(block(x, scan=ScanSettings(recurrence=False))[0], zeroed)
+    with pytest.raises(ValueError, match="needs recurrence=False"):
+        ScanSettings(skip=False).validated()
 
 
 def test_fit_router_centres_seeds_every_router_and_changes_no_other_weight():

@@ -37,6 +37,7 @@ class ScanSettings(NamedTuple):
     ``raster`` (row by row, ignoring the clusters) or ``random`` (a fixed permutation drawn
     from ``seed`` and the sequence length, so an encoder and a decoder draw the same one).
     recurrence: False runs the state-less ablation, y = D * u (the skip term only).
+    skip: False with recurrence False zeroes the scan's output altogether (an ablation).
     backend: the selective-scan backend (see samic.ops.scan; ``auto`` picks per device).
     """
 
@@ -44,10 +45,13 @@ class ScanSettings(NamedTuple):
     seed: int = 0
     recurrence: bool = True
     backend: str = "auto"
+    skip: bool = True
 
     def validated(self) -> "ScanSettings":
         if self.order not in SCAN_ORDERS:
             raise ValueError(f"unknown scan order {self.order!r}; choose one of {', '.join(SCAN_ORDERS)}")
+        if self.recurrence and not self.skip:
+            raise ValueError("ScanSettings: skip=False (scan output zeroed) needs recurrence=False")
         return self
 
 
@@ -226,12 +230,16 @@ class SAMB(nn.Module):
     """Semantic-aware Mamba block on (B, C, H, W) feature maps (shape preserved)."""
 
     def __init__(self, dim: int, d_state: int = 16, expand: float = 1.5, n_clusters: int = 16,
-                 directions: int = 2, mlp_ratio: float = 2.0, dt_rank: int | None = None):
+                 directions: int = 2, mlp_ratio: float = 2.0, dt_rank: int | None = None,
+                 normalize_bc: bool = False):
         super().__init__()
         if directions not in (1, 2):
             raise ValueError(f"SAMB: directions must be 1 or 2, got {directions}")
         d_inner = int(round(expand * dim))
         self.d_inner, self.d_state, self.directions = d_inner, d_state, directions
+        # RMS-normalized B and C (per token): the state's read-out C.h is then on the scale of
+        # the input instead of a fraction of it that training must first grow (issue 13)
+        self.normalize_bc = normalize_bc
         self.dt_rank = dt_rank or max(1, math.ceil(dim / 16))
         self.norm1 = nn.LayerNorm(dim)
         self.in_proj = nn.Linear(dim, 2 * d_inner, bias=False)
@@ -300,7 +308,7 @@ class SAMB(nn.Module):
         batch, length, _ = xs.shape
         n_dir, rank, n_state = self.directions, self.dt_rank, self.d_state
         if not scan.recurrence:  # state-less ablation: each direction's skip term D * u only
-            return xs * self.D.view(n_dir, self.d_inner).sum(0)
+            return xs * self.D.view(n_dir, self.d_inner).sum(0) if scan.skip else torch.zeros_like(xs)
         seqs = [xs] if n_dir == 1 else [xs, xs.flip(1)]
         prompts = [prompt] if n_dir == 1 else [prompt, prompt.flip(1)]
         proj = self.x_proj(xs).view(batch, length, n_dir, rank + 2 * n_state)
@@ -310,6 +318,8 @@ class SAMB(nn.Module):
             dt, Bk, Ck = p.split([rank, n_state, n_state], dim=-1)
             deltas.append(dt @ self.dt_proj[k].t())
             u.append(seqs[k])
+            if self.normalize_bc:
+                Bk, Ck = F.rms_norm(Bk, (n_state,)), F.rms_norm(Ck, (n_state,))
             Bs.append(Bk)
             Cs.append(Ck + prompts[k])  # cluster prompt: a cluster-level summary read through C
         # (one direction: no cat, whose copy would only be copied again by contiguous())
