@@ -34,6 +34,7 @@ VARIANTS: dict[str, ScanSettings] = {
     "raster": ScanSettings(order="raster"),
     "random": ScanSettings(order="random", seed=0),
     "no-recurrence": ScanSettings(recurrence=False),
+    "scan-output-zeroed": ScanSettings(recurrence=False, skip=False),
 }
 DEFAULT_QUALITIES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 AT_QUALITY = 0.5
