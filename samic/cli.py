@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from samic.errors import UserError  # re-exported: samic.cli.UserError is the same class
+
 COMMAND_MODULES = (
     "samic.commands.info",
     "samic.commands.bench",
@@ -19,10 +21,6 @@ COMMAND_MODULES = (
     "samic.commands.eval",
     "samic.commands.bench_codec",
 )
-
-
-class UserError(Exception):
-    """A mistake of the user's (bad argument, missing file): printed as one line, exit 2."""
 
 
 def build_parser() -> argparse.ArgumentParser:

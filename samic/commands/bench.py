@@ -17,6 +17,8 @@ import json
 import os
 import time
 
+from samic.errors import UserError
+
 SHAPES = ((1, 96, 98304, 16), (4, 192, 4096, 16))  # (batch, D, L, N)
 MODES = ("forward", "forward_backward")
 SLOW_RUN_S = 5.0  # a run slower than this is not repeated
@@ -214,7 +216,6 @@ def run(args) -> int:
         return bench_semantic.run(args)
     import torch
 
-    from samic.cli import UserError
     from samic.ops.scan import available_backends
 
     device = torch.device(args.device)

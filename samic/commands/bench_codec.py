@@ -43,6 +43,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from samic.errors import UserError
+
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / ".." / "shared" / "data" / "train"
 KODAK = REPO / ".." / "shared" / "data" / "kodak"
@@ -97,8 +99,6 @@ def _model_arguments(p) -> None:
 # ----------------------------------------------------------------------------- argument checks
 def parse_size(text: str) -> tuple[int, int]:
     """'WxH' -> (width, height)."""
-    from samic.cli import UserError
-
     try:
         width, height = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -109,7 +109,6 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def _check_common(args) -> Path:
-    from samic.cli import UserError
     from samic.models import PRESETS
 
     if not 0.0 <= args.quality <= 1.0:
@@ -342,8 +341,6 @@ def _run_worker(spec: dict) -> dict:
 def run_scaling(args) -> int:
     from PIL import Image
 
-    from samic.cli import UserError
-
     photo = _check_common(args)
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     if not sizes:
@@ -512,7 +509,6 @@ def run_models(args) -> int:
     import torch
     from PIL import Image
 
-    from samic.cli import UserError
     from samic.models import PRESETS, SAMIC
 
     photo = _check_common(args)

@@ -12,6 +12,8 @@ import math
 import sys
 from dataclasses import asdict
 
+from samic.errors import UserError
+
 WHAT = ("clusters", "scan-ablation")
 
 
@@ -57,7 +59,6 @@ def _setup(args):
     """Checks shared by both benches -> (model, image paths)."""
     import torch
 
-    from samic.cli import UserError
     from samic.train.data import list_images
 
     if args.dataset is None:
@@ -89,8 +90,6 @@ def _setup(args):
 
 
 def _check_quality(value: float, option: str) -> None:
-    from samic.cli import UserError
-
     if not 0.0 <= value <= 1.0:
         raise UserError(f"{option} must be in [0, 1], got {value:g}")
 
@@ -101,7 +100,6 @@ def _progress(args):
 
 def run_clusters(args) -> int:
     from samic.bench.clusters import SHIFT_AXES, cluster_statistics, format_table
-    from samic.cli import UserError
     from samic.layers.samb import ScanSettings
 
     _check_quality(args.quality, "--quality")
@@ -117,7 +115,6 @@ def run_clusters(args) -> int:
 
 def run_scan_ablation(args) -> int:
     from samic.bench.scan_ablation import format_table, scan_ablation
-    from samic.cli import UserError
     from samic.eval.bdrate import MIN_POINTS
 
     for q in args.qualities:

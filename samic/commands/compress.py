@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+from samic.errors import UserError
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("compress", help="compress an image to a .samic file")
@@ -20,8 +22,6 @@ def register(subparsers) -> None:
 # ----------------------------------------------------------------------------- shared with decompress
 def check_paths(input_path: str, output_path: str, force: bool) -> tuple[Path, Path]:
     """Fail early, before any slow work, on paths that cannot work."""
-    from samic.cli import UserError
-
     source, target = Path(input_path), Path(output_path)
     if not source.exists():
         raise UserError(f"{source} does not exist")
@@ -38,7 +38,6 @@ def check_paths(input_path: str, output_path: str, force: bool) -> tuple[Path, P
 
 def load_model(name_or_path: str | None):
     """samic.weights.load_model with its failures turned into one-line user errors."""
-    from samic.cli import UserError
     from samic.models import PRESETS
 
     try:
@@ -54,7 +53,6 @@ def load_model(name_or_path: str | None):
 
 
 def write_output(target: Path, write: Callable[[BinaryIO], None], force: bool) -> None:
-    from samic.cli import UserError
     from samic.codec.files import write_atomic
 
     try:
@@ -67,8 +65,6 @@ def write_output(target: Path, write: Callable[[BinaryIO], None], force: bool) -
 
 # ----------------------------------------------------------------------------- command
 def run(args) -> int:
-    from samic.cli import UserError
-
     try:
         quality = float(args.quality)
     except ValueError:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from samic.commands.compress import check_paths, load_model, write_output
+from samic.errors import UserError
 
 
 def register(subparsers) -> None:
@@ -18,8 +19,6 @@ def register(subparsers) -> None:
 def _image_format(path) -> str:
     from PIL import Image
 
-    from samic.cli import UserError
-
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None or fmt not in Image.SAVE:
         raise UserError(f"cannot tell an image format Pillow writes from {path.name!r}; use .png")
@@ -27,8 +26,6 @@ def _image_format(path) -> str:
 
 
 def run(args) -> int:
-    from samic.cli import UserError
-
     source, target = check_paths(args.input, args.output, args.force)
     image_format = _image_format(target)
 

@@ -17,6 +17,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from samic.errors import UserError
+
 # --metrics names -> result keys (CompressAI's); "lpips" is LPIPS-Alex, as in CompressAI.
 METRIC_KEYS = {
     "psnr": "psnr-rgb",
@@ -79,8 +81,6 @@ def register(subparsers) -> None:
 
 # ----------------------------------------------------------------------------- argument checks
 def parse_metrics(text: str) -> list[str]:
-    from samic.cli import UserError
-
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
     if not names:
         raise UserError("--metrics is empty")
@@ -91,7 +91,6 @@ def parse_metrics(text: str) -> list[str]:
 
 def parse_codecs(text: str) -> list[str]:
     """Canonical codec names ('samic' for the learned codec), checked to run here."""
-    from samic.cli import UserError
     from samic.eval.classical import CODECS, missing_codecs
 
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
@@ -110,7 +109,6 @@ def parse_codecs(text: str) -> list[str]:
 
 def parse_qualities(entries: list[str], codecs: list[str]) -> dict[str, list[float]]:
     """``CODEC=Q,Q,...`` entries -> sweeps, checked against each codec's quality range."""
-    from samic.cli import UserError
     from samic.eval.classical import CODECS
     from samic.eval.samic_codec import SAMICCodec
 
@@ -141,7 +139,6 @@ def parse_qualities(entries: list[str], codecs: list[str]) -> dict[str, list[flo
 
 def make_samic_codecs(weights: str | None, decoder: str | None) -> list:
     """One SAMICCodec per requested decoder, all sharing one loaded model."""
-    from samic.cli import UserError
     from samic.commands.compress import load_model
     from samic.eval.samic_codec import SAMICCodec
 
@@ -229,8 +226,6 @@ def _resumable(path: Path, description: str, per_image: bool, n_images: int) -> 
 
 
 def run(args) -> int:
-    from samic.cli import UserError
-
     # Every argument is checked before anything slow (torch, weights, metrics) loads.
     dataset = Path(args.dataset)
     if not dataset.is_dir():

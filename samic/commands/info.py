@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from samic.errors import UserError
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("info", help="model parameters and available scan backends")
@@ -14,7 +16,6 @@ def register(subparsers) -> None:
 def run(args) -> int:
     import torch
 
-    from samic.cli import UserError
     from samic.models import DEFAULT_MODEL, PRESETS, SAMIC
     from samic.ops.scan import available_backends
 

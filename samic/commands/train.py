@@ -1,6 +1,8 @@
 """samic train: run (or resume) a training run from a TOML config."""
 from __future__ import annotations
 
+from samic.errors import UserError
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a model from a config (resumes from out_dir)")
@@ -25,7 +27,6 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from samic.cli import UserError
     from samic.train.trainer import TrainConfig, train
 
     if not Path(args.config).is_file():
@@ -46,7 +47,6 @@ def run(args) -> int:
 def run_export(args) -> int:
     from pathlib import Path
 
-    from samic.cli import UserError
     from samic.train.export import export_checkpoint
 
     if not Path(args.checkpoint).is_file():
