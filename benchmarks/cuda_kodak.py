@@ -27,11 +27,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import samic.layers.samb as samb
 from samic.codec.api import compress_image, decompress_image
 from samic.codec.image_io import load_image
 from samic.entropy.latent_codec import PhaseTimer
-from samic.ops.scan import available_backends, selective_scan
+from samic.ops.scan import available_backends
 from samic.weights import load_model
 
 KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"
@@ -49,29 +48,25 @@ def synchronized(fn, device: torch.device):
 
 
 def time_backend(model, images, quality: float, backend: str) -> dict:
-    """Encode and decode every image with the SAMB scans forced to ``backend``."""
-    samb.selective_scan = functools.partial(selective_scan, backend=backend)
-    try:
-        compress_image(images[0][1][:256, :256], quality, model)  # warm-up: kernels, caches, cuDNN
-        rows, files = [], {}
-        for name, rgb in images:
-            enc, dec = PhaseTimer(), PhaseTimer()
-            start = time.perf_counter()
-            data = compress_image(rgb, quality, model, timer=enc)
-            middle = time.perf_counter()
-            rec = decompress_image(data, model, "mse", timer=dec)
-            end = time.perf_counter()
-            files[name] = (data, rec)
-            rows.append({"encode": middle - start, "decode": end - middle,
-                         "encode_network": enc.seconds.get("analysis", 0.0),
-                         "decode_network": dec.seconds.get("synthesis", 0.0),
-                         "entropy_parameters": enc.seconds.get("entropy_parameters", 0.0)
-                         + dec.seconds.get("entropy_parameters", 0.0),
-                         "entropy_coding": enc.seconds.get("entropy_coding", 0.0)
-                         + dec.seconds.get("entropy_coding", 0.0),
-                         "bpp": 8 * len(data) / (rgb.shape[0] * rgb.shape[1])})
-    finally:
-        samb.selective_scan = selective_scan
+    """Encode and decode every image with the device-side SAMB scans on ``backend``."""
+    compress_image(images[0][1][:256, :256], quality, model, scan_backend=backend)  # warm-up: kernels, caches, cuDNN
+    rows, files = [], {}
+    for name, rgb in images:
+        enc, dec = PhaseTimer(), PhaseTimer()
+        start = time.perf_counter()
+        data = compress_image(rgb, quality, model, timer=enc, scan_backend=backend)
+        middle = time.perf_counter()
+        rec = decompress_image(data, model, "mse", timer=dec, scan_backend=backend)
+        end = time.perf_counter()
+        files[name] = (data, rec)
+        rows.append({"encode": middle - start, "decode": end - middle,
+                     "encode_network": enc.seconds.get("analysis", 0.0),
+                     "decode_network": dec.seconds.get("synthesis", 0.0),
+                     "entropy_parameters": enc.seconds.get("entropy_parameters", 0.0)
+                     + dec.seconds.get("entropy_parameters", 0.0),
+                     "entropy_coding": enc.seconds.get("entropy_coding", 0.0)
+                     + dec.seconds.get("entropy_coding", 0.0),
+                     "bpp": 8 * len(data) / (rgb.shape[0] * rgb.shape[1])})
     summary = {k: statistics.mean(r[k] for r in rows) for k in rows[0]}
     return {"summary": summary, "files": files}
 
@@ -118,12 +113,8 @@ def main() -> int:
               f"| {s['decode_network']:.4f} | {s['entropy_parameters']:.4f} | {s['entropy_coding']:.4f} |")
     if len(runs) > 1:  # files are interchangeable: decode one backend's files with the other
         first, second = list(runs)[:2]
-        samb.selective_scan = functools.partial(selective_scan, backend=second)
-        try:
-            diffs = [np.abs(decompress_image(data, model, "mse").astype(int) - rec.astype(int)).max()
-                     for data, rec in runs[first]["files"].values()]
-        finally:
-            samb.selective_scan = selective_scan
+        diffs = [np.abs(decompress_image(data, model, "mse", scan_backend=second).astype(int) - rec.astype(int)).max()
+                 for data, rec in runs[first]["files"].values()]
         same = sum(runs[first]["files"][k][0] == runs[second]["files"][k][0] for k in runs[first]["files"])
         print(f"{first} files decoded with {second}: max pixel difference {max(diffs)} (of 255); "
               f"{same}/{len(images)} files byte-identical between the backends")

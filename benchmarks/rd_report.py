@@ -190,7 +190,7 @@ def _repo_rel(path: Path) -> str:
 
 def scaling_markdown(data: dict) -> str:
     """Tables of a samic bench-scaling JSON (one or more allocator settings side by side)."""
-    from samic.commands.bench_codec import FLAT_TARGET, MEMORY_TARGET_MB, _kernel_table, _scaling_header, _scaling_row
+    from samic.bench.codec import FLAT_TARGET, MEMORY_TARGET_MB, _kernel_table, _scaling_header, _scaling_row
 
     settings, rows = data["settings"], data["rows"]
     mallocs = settings["malloc"] if isinstance(settings["malloc"], list) else [settings["malloc"]]

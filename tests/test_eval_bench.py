@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from samic.codec import memory
-from samic.commands.bench_codec import _scaling_summary
+from samic.bench.codec import _scaling_summary
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ from samic.codec.errors import FormatError
 from samic.codec.image_io import load_image
 from samic.codec.memory import reusing_large_buffers
 from samic.entropy.latent_codec import LatentStreams, LatentTrace, PhaseTimer, model_digest
-from samic.layers.samb import SAMBIntermediates
+from samic.layers.samb import SAMBIntermediates, ScanSettings
 from samic.layers.svd_rrm import SpectrumIntermediates
 from samic.models.samic import DECODERS, PAD_MULTIPLE, SAMIC, pad_to_multiple
 
@@ -100,7 +100,7 @@ def to_uint8(x_hat: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 @reusing_large_buffers  # flat time per pixel: see samic/codec/memory.py
 def _encode(image, quality: float, model: SAMIC | None, timer: PhaseTimer | None,
-            record: dict | None) -> tuple[bytes, EncodeTrace]:
+            record: dict | None, scan_backend: str = "auto") -> tuple[bytes, EncodeTrace]:
     timer = timer or PhaseTimer()
     quality = _check_quality(quality)
     rgb = load_image(image)
@@ -109,7 +109,8 @@ def _encode(image, quality: float, model: SAMIC | None, timer: PhaseTimer | None
     height, width = rgb.shape[:2]
     with _eval_mode(model), timer.phase("analysis"):
         x = pad_to_multiple(to_tensor(rgb, device, dtype))
-        y, z, spectrum = model.analysis(x, model.quality_tensor(quality, 1, device).to(dtype), record)
+        y, z, spectrum = model.analysis(x, model.quality_tensor(quality, 1, device).to(dtype), record,
+                                        ScanSettings(backend=scan_backend))
     streams, latents = model.latent_codec.compress(y, z, timer, record)
     header = bitstream.Header(model_name=model.config.name, weights_digest=model_digest(model),
                               height=height, width=width, quality=quality,
@@ -120,14 +121,17 @@ def _encode(image, quality: float, model: SAMIC | None, timer: PhaseTimer | None
     return bitstream.pack(header, streams.z_stream, streams.y_stream), trace
 
 
-def compress_image(image, quality: float, model: SAMIC | None = None, timer: PhaseTimer | None = None) -> bytes:
+def compress_image(image, quality: float, model: SAMIC | None = None, timer: PhaseTimer | None = None,
+                   scan_backend: str = "auto") -> bytes:
     """Compress an image to .samic bytes.
 
     image: a path, a PIL image or a uint8 (H, W, 3) array (conversion rule: samic.codec.image_io).
     quality: rate knob in [0, 1] (higher: more bits). model: a SAMIC (None: shipped default).
     ``timer`` accumulates seconds per phase ("analysis", "entropy_parameters", "entropy_coding").
+    ``scan_backend``: the selective-scan backend of g_a/h_a's SAMBs on the model's device
+    (samic.ops.scan; the float64 CPU entropy path always uses "auto").
     """
-    return _encode(image, quality, model, timer, None)[0]
+    return _encode(image, quality, model, timer, None, scan_backend)[0]
 
 
 def encode_traced(image, quality: float, model: SAMIC | None = None) -> tuple[bytes, EncodeTrace]:
@@ -169,7 +173,7 @@ def hyper_latent_shape(model: SAMIC, height: int, width: int) -> tuple[int, int,
 @torch.no_grad()
 @reusing_large_buffers
 def _decode(data: bytes, model: SAMIC | None, decoder: str | None, timer: PhaseTimer | None,
-            record: dict | None) -> tuple[np.ndarray, DecodeTrace]:
+            record: dict | None, scan_backend: str = "auto") -> tuple[np.ndarray, DecodeTrace]:
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"data must be bytes, got {type(data).__name__}")
     timer = timer or PhaseTimer()
@@ -184,20 +188,22 @@ def _decode(data: bytes, model: SAMIC | None, decoder: str | None, timer: PhaseT
     device, dtype = _model_device_dtype(model)
     with _eval_mode(model), timer.phase("synthesis"):
         quality = model.quality_tensor(header.quality, 1, device).to(dtype)
-        x_hat = model.synthesis(latents.y_hat.to(device, dtype), quality, decoder, record)
+        x_hat = model.synthesis(latents.y_hat.to(device, dtype), quality, decoder, record,
+                                ScanSettings(backend=scan_backend))
         rgb = to_uint8(x_hat[:, :, :header.height, :header.width])
     return rgb, DecodeTrace(samb=record, latents=latents, decoder=decoder, seconds=timer.seconds)
 
 
 def decompress_image(data: bytes, model: SAMIC | None = None, decoder: str | None = None,
-                     timer: PhaseTimer | None = None) -> np.ndarray:
+                     timer: PhaseTimer | None = None, scan_backend: str = "auto") -> np.ndarray:
     """Decode .samic bytes -> uint8 (H, W, 3).
 
     model: a SAMIC with the weights that made the file (None: the shipped weights of the
     preset named in the header). decoder: "mse", "perceptual", or None for perceptual when
     the model has it and mse otherwise. Raises FormatError for corrupt or incompatible data.
+    ``scan_backend``: as in compress_image, for g_s.
     """
-    return _decode(data, model, decoder, timer, None)[0]
+    return _decode(data, model, decoder, timer, None, scan_backend)[0]
 
 
 def decode_traced(data: bytes, model: SAMIC | None = None, decoder: str | None = None) -> tuple[np.ndarray, DecodeTrace]:

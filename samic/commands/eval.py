@@ -266,7 +266,7 @@ def run(args) -> int:
 
     import torch
 
-    from samic.commands.bench_codec import set_threads
+    from samic.bench.codec import set_threads
 
     threads = torch.get_num_threads()
     set_threads(args.threads)
