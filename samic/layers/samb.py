@@ -118,7 +118,7 @@ class SemanticRouter(nn.Module):
     Inference: deterministic argmax of the noise-free logits.
     """
 
-    def __init__(self, dim: int, n_clusters: int, n_freqs: int = 2, smooth: int = 5,
+    def __init__(self, dim: int, n_clusters: int, n_freqs: int = 2, smooth: int = 1,
                  momentum: float = 0.99, pos_gate: float = 0.1):
         super().__init__()
         self.n_clusters, self.n_freqs, self.smooth, self.momentum = n_clusters, n_freqs, smooth, momentum
@@ -137,10 +137,11 @@ class SemanticRouter(nn.Module):
         """tokens (B, L, D) -> whitened, smoothed features (B, L, D), before the position term."""
         centred = tokens - tokens.mean(1, keepdim=True)
         white = centred * torch.rsqrt(centred.pow(2).mean(1, keepdim=True) + 1e-6)
-        if self.smooth > 1:
+        if self.smooth > 1:  # a box mean; even sizes too (one latent cell in a decoder)
+            k = self.smooth
             grid = rearrange(white, "b (h w) d -> b d h w", h=height, w=width)
-            grid = F.avg_pool2d(grid, self.smooth, 1, self.smooth // 2, count_include_pad=False)
-            white = rearrange(grid, "b d h w -> b (h w) d")
+            grid = F.pad(grid, ((k - 1) // 2, k // 2, (k - 1) // 2, k // 2), mode="replicate")
+            white = rearrange(F.avg_pool2d(grid, k, 1), "b d h w -> b (h w) d")
         return white
 
     def queries(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -231,7 +232,7 @@ class SAMB(nn.Module):
 
     def __init__(self, dim: int, d_state: int = 16, expand: float = 1.5, n_clusters: int = 16,
                  directions: int = 2, mlp_ratio: float = 2.0, dt_rank: int | None = None,
-                 normalize_bc: bool = False):
+                 normalize_bc: bool = False, router_smooth: int = 1):
         super().__init__()
         if directions not in (1, 2):
             raise ValueError(f"SAMB: directions must be 1 or 2, got {directions}")
@@ -244,7 +245,7 @@ class SAMB(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.in_proj = nn.Linear(dim, 2 * d_inner, bias=False)
         self.dwconv = nn.Conv2d(d_inner, d_inner, 3, padding=1, groups=d_inner)
-        self.router = SemanticRouter(d_inner, n_clusters)
+        self.router = SemanticRouter(d_inner, n_clusters, smooth=router_smooth)
         # One set of scan parameters per direction, stacked along the channel axis so that
         # both directions run in a single grouped scan (G = directions).
         self.x_proj = nn.Linear(d_inner, directions * (self.dt_rank + 2 * d_state), bias=False)

@@ -26,6 +26,9 @@ class ModelConfig:
     charm_hidden: tuple[int, int]
     separate_hyper_decoders: bool  # ICISP: distinct h_s for means and scales
     svd_rrm: bool
+    # SAMB scan and router design (issue 13)
+    scan_normalize_bc: bool = False  # RMS-normalized B and C in the selective scan
+    router_smooth: int = 1  # box size of the analysis-side routers' feature smoothing (synthesis side: one latent cell)
     # continuous rate: quality in [0, 1] <-> lambda log-linearly in lambda_range; gain units
     # are learned at n_gain_anchors evenly spaced qualities and interpolated geometrically.
     lambda_range: tuple[float, float] = (0.00025, 0.2)  # Kodak ~0.06 to ~0.6 bpp with samic-lite (widened from 0.07, issue 15)

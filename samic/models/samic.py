@@ -88,9 +88,14 @@ class _Stages(nn.Module):
         return x
 
 
-def _samb(cfg: ModelConfig) -> SAMB:
+def _samb(cfg: ModelConfig, latent_cell: int = 1) -> SAMB:
+    """A SAMB as the preset says. ``latent_cell``: on the synthesis side, the tokens per side
+    of one cell of the latent the block's features were upsampled from; its router smooths
+    over that many, so the cell's sub-pixel pattern (the same in every picture) cannot decide
+    the clusters. The analysis side smooths over ``cfg.router_smooth``."""
     return SAMB(cfg.N, d_state=cfg.d_state, expand=cfg.expand, n_clusters=cfg.n_clusters,
-                directions=cfg.directions, mlp_ratio=cfg.mlp_ratio)
+                directions=cfg.directions, mlp_ratio=cfg.mlp_ratio, normalize_bc=cfg.scan_normalize_bc,
+                router_smooth=latent_cell if latent_cell > 1 else cfg.router_smooth)
 
 
 def analysis_transform(cfg: ModelConfig) -> _Stages:
@@ -107,8 +112,8 @@ def synthesis_transform(cfg: ModelConfig) -> _Stages:
     layers = []
     for stage in (3, 2, 1):  # mirror of g_a: stage 3 is at H/8
         layers.append((f"up{stage}", ResidualBlockUpsample(cfg.M if stage == 3 else cfg.N, cfg.N)))
-        if stage in cfg.samb_stages:
-            layers.append((f"stage{stage}", _samb(cfg)))
+        if stage in cfg.samb_stages:  # y is at H/16: a latent cell is 2^(4 - stage) tokens here
+            layers.append((f"stage{stage}", _samb(cfg, latent_cell=2 ** (4 - stage))))
     layers.append(("to_image", subpel_conv3x3(cfg.N, 3, 2)))
     return _Stages(layers)
 
@@ -123,8 +128,8 @@ def hyper_analysis(cfg: ModelConfig) -> _Stages:
 
 def hyper_synthesis(cfg: ModelConfig, out_channels: int) -> _Stages:
     layers = [("up", ResidualBlockUpsample(cfg.Nz, cfg.N))]
-    if cfg.hyper_samb:
-        layers.append(("samb", _samb(cfg)))
+    if cfg.hyper_samb:  # z at H/64, this block at H/32
+        layers.append(("samb", _samb(cfg, latent_cell=2)))
     layers.append(("to_params", subpel_conv3x3(cfg.N, out_channels, 2)))
     return _Stages(layers)
 
