@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from samic.codec import FormatError, compress_image, decompress_image
 from samic.codec.fuzzing import mutate
+from samic.codec.image_io import load_image
 from samic.models import SAMIC
 
 KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"
@@ -47,7 +47,7 @@ def main() -> int:
         torch.manual_seed(args.seed)
         model = SAMIC(args.model).eval()
     height, width = (int(v) for v in args.crop.split("x"))
-    image = np.array(Image.open(args.image).convert("RGB"))[:height, :width].copy()
+    image = load_image(args.image)[:height, :width].copy()
     sources = [compress_image(image, float(q), model) for q in args.qualities.split(",")]
     print(f"{model.config.name}, {width}x{height} crop of {Path(args.image).name}, "
           f"source files of {[len(s) for s in sources]} bytes, {args.cases} cases")

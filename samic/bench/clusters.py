@@ -435,7 +435,7 @@ def cluster_statistics(model, images: Sequence[str | Path], quality: float = 0.5
     The model is put in eval mode for the measurement (and back to training mode after, if it
     was). Per photo: 1 + len(axes) x (distinct strides) forward passes; see image_statistics.
     """
-    from samic.eval.runner import load_rgb
+    from samic.codec.image_io import load_image as load_rgb
 
     if not images:
         raise ValueError("no images")

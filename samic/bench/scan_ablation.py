@@ -92,7 +92,7 @@ def scan_ablation(model, images: Sequence[str | Path], qualities: Sequence[float
     qualities). The model is in eval mode for the measurement and restored after.
     """
     from samic.eval.bdrate import bd_rate
-    from samic.eval.runner import load_rgb
+    from samic.codec.image_io import load_image as load_rgb
 
     variants = dict(VARIANTS if variants is None else variants)
     if INTACT not in variants:

@@ -284,7 +284,8 @@ def evaluate_all(dataset: Path, codecs: list, sweeps: dict, metric_keys: list[st
     """Run every codec at every quality, saving ``out/<codec>.json`` after each rate point."""
     from tqdm.auto import tqdm
 
-    from samic.eval.runner import default_metrics, evaluate, list_images, load_rgb
+    from samic.codec.image_io import load_image
+    from samic.eval.runner import default_metrics, evaluate, list_images
     from samic.eval.samic_codec import SAMICCodec
 
     with warnings.catch_warnings(record=True) as caught:
@@ -293,7 +294,7 @@ def evaluate_all(dataset: Path, codecs: list, sweeps: dict, metric_keys: list[st
     if missing := [k for k in metric_keys if k not in metrics]:  # a metric asked for is an error if absent
         reasons = "; ".join(str(w.message) for w in caught)
         raise RuntimeError(f"cannot compute {', '.join(missing)}: {reasons}")
-    first_image = load_rgb(list_images(dataset)[0])
+    first_image = load_image(list_images(dataset)[0])
     done = {c.name: _resumable(out / f"{c.name}.json", c.description, per_image, n_images) if resume else {}
             for c in codecs}
 

@@ -14,12 +14,12 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from samic.codec.image_io import load_image
 from samic.eval.classical import ImageCodec, bits_per_pixel, check_rgb
 from samic.eval.results import RDResults
 
-__all__ = ["IMAGE_SUFFIXES", "default_metrics", "evaluate", "list_images", "load_rgb"]
+__all__ = ["IMAGE_SUFFIXES", "default_metrics", "evaluate", "list_images"]
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -49,12 +49,6 @@ def list_images(dataset_dir: str | Path) -> list[Path]:
     if not paths:
         raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {dataset_dir}")
     return paths
-
-
-def load_rgb(path: str | Path) -> np.ndarray:
-    """An image file as an HxWx3 uint8 RGB array."""
-    with Image.open(path) as im:
-        return np.array(im.convert("RGB"))
 
 
 def evaluate(
@@ -87,7 +81,7 @@ def evaluate(
     from tqdm.auto import tqdm
 
     paths = list_images(dataset_dir)[:limit]
-    images = [check_rgb(load_rgb(p)) for p in paths]
+    images = [check_rgb(load_image(p)) for p in paths]
     metrics = default_metrics() if metrics is None else dict(metrics)
     sweeps = {name: list((qualities or {}).get(name, codec.default_qualities)) for name, codec in codecs.items()}
     if empty := [name for name, sweep in sweeps.items() if not sweep]:

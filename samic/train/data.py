@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from samic.codec.image_io import load_image
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -33,8 +35,8 @@ def split_train_val(files: list[Path], n_val: int) -> tuple[list[Path], list[Pat
 
 
 def _load_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    """The codec's reading of an image file (samic.codec.image_io: EXIF orientation, alpha, 16-bit)."""
+    return Image.fromarray(load_image(path))
 
 
 class RandomCrops(torch.utils.data.Dataset):
