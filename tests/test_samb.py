@@ -169,6 +169,11 @@ def test_first_design_router_weights_load_with_fresh_router_state():
     fresh.load_state_dict(state)
     assert fresh.router.logit_scale.item() == 2.0 and not bool(fresh.router.centres_ready)
     assert fresh.router.pos_proj.weight.shape == (di, 8)
+    # the same in every process: nothing comes from the global random generator
+    torch.manual_seed(123)
+    other = make_block(1)
+    other.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), other.state_dict().values()))
 
 
 def test_positional_encoding_2d():

@@ -213,17 +213,17 @@ class SemanticRouter(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Weights of the first router design (LayerNorm, 6-octave PE, gradient-trained
-        prototypes) load with fresh router state: its clusters were positional and carried
-        no information the rest of the network used (issue 13); ``fit_centres`` or training
-        seeds the centres from data."""
+        prototypes) load with fresh, deterministic router state (fixed centres, a zero
+        position term): its clusters were positional and carried no information the rest of
+        the network used (issue 13); ``fit_centres`` or training seeds the centres from data."""
         if prefix + "prototypes" in state_dict:
             for key in ("prototypes", "norm.weight", "norm.bias", "pos_proj.weight", "pos_proj.bias"):
                 state_dict.pop(prefix + key, None)
             for name, tensor in list(self.named_parameters(recurse=False)) + list(self.named_buffers(recurse=False)):
                 if name != "tau":
                     state_dict.setdefault(prefix + name, tensor.detach().clone())
-            for name, tensor in self.pos_proj.state_dict().items():
-                state_dict.setdefault(prefix + "pos_proj." + name, tensor.detach().clone())
+            for name, tensor in self.pos_proj.state_dict().items():  # the position term starts at zero
+                state_dict.setdefault(prefix + "pos_proj." + name, torch.zeros_like(tensor))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
