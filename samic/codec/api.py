@@ -100,20 +100,22 @@ def to_uint8(x_hat: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 @reusing_large_buffers  # flat time per pixel: see samic/codec/memory.py
 def _encode(image, quality: float, model: SAMIC | None, timer: PhaseTimer | None,
-            record: dict | None, scan_backend: str = "auto") -> tuple[bytes, EncodeTrace]:
+            record: dict | None, scan_backend: str = "auto",
+            scan_order: str = "semantic") -> tuple[bytes, EncodeTrace]:
     timer = timer or PhaseTimer()
     quality = _check_quality(quality)
+    scan = ScanSettings(order=scan_order, backend=scan_backend).validated()
     rgb = load_image(image)
     model = default_model() if model is None else model
     device, dtype = _model_device_dtype(model)
     height, width = rgb.shape[:2]
     with _eval_mode(model), timer.phase("analysis"):
         x = pad_to_multiple(to_tensor(rgb, device, dtype))
-        y, z, spectrum = model.analysis(x, model.quality_tensor(quality, 1, device).to(dtype), record,
-                                        ScanSettings(backend=scan_backend))
-    streams, latents = model.latent_codec.compress(y, z, timer, record)
+        y, z, spectrum = model.analysis(x, model.quality_tensor(quality, 1, device).to(dtype), record, scan)
+    # the float64 entropy path picks its own scan backend; the order must be the file's
+    streams, latents = model.latent_codec.compress(y, z, timer, record, ScanSettings(order=scan_order))
     header = bitstream.Header(model_name=model.config.name, weights_digest=model_digest(model),
-                              height=height, width=width, quality=quality,
+                              height=height, width=width, quality=quality, scan_order=scan_order,
                               z_length=len(streams.z_stream), y_length=len(streams.y_stream),
                               z_checksum=streams.z_checksum, y_checksum=streams.y_checksum)
     trace = EncodeTrace(samb=record, spectrum=spectrum, latents=latents, z_bytes=len(streams.z_stream),
@@ -122,7 +124,7 @@ def _encode(image, quality: float, model: SAMIC | None, timer: PhaseTimer | None
 
 
 def compress_image(image, quality: float, model: SAMIC | None = None, timer: PhaseTimer | None = None,
-                   scan_backend: str = "auto") -> bytes:
+                   scan_backend: str = "auto", scan_order: str = "semantic") -> bytes:
     """Compress an image to .samic bytes.
 
     image: a path, a PIL image or a uint8 (H, W, 3) array (conversion rule: samic.codec.image_io).
@@ -130,13 +132,16 @@ def compress_image(image, quality: float, model: SAMIC | None = None, timer: Pha
     ``timer`` accumulates seconds per phase ("analysis", "entropy_parameters", "entropy_coding").
     ``scan_backend``: the selective-scan backend of g_a/h_a's SAMBs on the model's device
     (samic.ops.scan; the float64 CPU entropy path always uses "auto").
+    ``scan_order``: every SAMB's scan order, "semantic" (the paper's), "raster" or "random";
+    stored in the file, so the decoder follows it.
     """
-    return _encode(image, quality, model, timer, None, scan_backend)[0]
+    return _encode(image, quality, model, timer, None, scan_backend, scan_order)[0]
 
 
-def encode_traced(image, quality: float, model: SAMIC | None = None) -> tuple[bytes, EncodeTrace]:
+def encode_traced(image, quality: float, model: SAMIC | None = None,
+                  scan_order: str = "semantic") -> tuple[bytes, EncodeTrace]:
     """compress_image, plus the EncodeTrace of that very encode."""
-    return _encode(image, quality, model, None, {})
+    return _encode(image, quality, model, None, {}, scan_order=scan_order)
 
 
 def read_header(data: bytes) -> bitstream.Header:
@@ -184,12 +189,12 @@ def _decode(data: bytes, model: SAMIC | None, decoder: str | None, timer: PhaseT
     streams = LatentStreams(z_stream=z_stream, y_stream=y_stream, z_checksum=header.z_checksum,
                             y_checksum=header.y_checksum)
     latents = model.latent_codec.decompress(hyper_latent_shape(model, header.height, header.width), streams,
-                                            timer, record)
+                                            timer, record, ScanSettings(order=header.scan_order))
     device, dtype = _model_device_dtype(model)
     with _eval_mode(model), timer.phase("synthesis"):
         quality = model.quality_tensor(header.quality, 1, device).to(dtype)
         x_hat = model.synthesis(latents.y_hat.to(device, dtype), quality, decoder, record,
-                                ScanSettings(backend=scan_backend))
+                                ScanSettings(order=header.scan_order, backend=scan_backend))
         rgb = to_uint8(x_hat[:, :, :header.height, :header.width])
     return rgb, DecodeTrace(samb=record, latents=latents, decoder=decoder, seconds=timer.seconds)
 
