@@ -56,13 +56,29 @@ def test_compress_reports_sizes_and_decompress_matches_the_api(workdir, compress
 
     data = (workdir / "in.samic").read_bytes()
     report = compressed.stdout
-    assert f"{len(data)} bytes" in report and "bpp" in report and "header 56 B" in report
-    assert f"payload {len(data) - 56} B" in report
+    assert f"{len(data)} bytes" in report and "bpp" in report and "header 57 B" in report
+    assert f"payload {len(data) - 57} B" in report and "semantic scan" in report
     result = samic_cli("decompress", "in.samic", "out.png", "--weights", "tiny.safetensors", cwd=workdir)
     assert result.returncode == 0, result.stderr
     assert "mse decoder" in result.stdout
     expected = decompress_image(data, load_model(workdir / "tiny.safetensors"))
     assert np.array_equal(np.array(Image.open(workdir / "out.png")), expected)
+
+
+def test_scan_order_option_reaches_the_file(workdir, compressed):
+    from samic.codec.api import read_header
+    from samic.weights import load_model
+
+    result = samic_cli("compress", "in.png", "raster.samic", "--quality", "0.6", "--weights", "tiny.safetensors",
+                       "--scan-order", "raster", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "raster scan" in result.stdout
+    data = (workdir / "raster.samic").read_bytes()
+    assert read_header(data).scan_order == "raster"
+    assert decompress_image(data, load_model(workdir / "tiny.safetensors")).shape == (96, 128, 3)
+    result = samic_cli("compress", "in.png", "x.samic", "--quality", "0.6", "--scan-order", "zigzag", cwd=workdir)
+    assert result.returncode == 2 and "invalid choice: 'zigzag'" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_existing_outputs_need_force(workdir, compressed):

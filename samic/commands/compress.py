@@ -15,6 +15,9 @@ def register(subparsers) -> None:
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--model", help="preset whose shipped weights to use (default: samic-lite)")
     weights.add_argument("--weights", help="path to a .safetensors weights file")
+    p.add_argument("--scan-order", default="semantic", choices=("semantic", "raster", "random"),
+                   help="every SAMB's scan order, stored in the file (default semantic, the paper's; "
+                        "raster and random are ablations)")
     p.add_argument("--force", "-f", action="store_true", help="overwrite OUTPUT if it exists")
     p.set_defaults(func=run)
 
@@ -83,12 +86,13 @@ def run(args) -> int:
     model = load_model(args.weights or args.model)
     from samic.codec.api import compress_image
 
-    data = compress_image(rgb, quality, model)
+    data = compress_image(rgb, quality, model, scan_order=args.scan_order)
     write_output(target, lambda file: file.write(data), args.force)
 
     header = bitstream.unpack(data)[0]
     pixels = header.height * header.width
-    print(f"{source} -> {target}: {header.width}x{header.height}, {header.model_name}, quality {quality:g}")
+    print(f"{source} -> {target}: {header.width}x{header.height}, {header.model_name}, quality {quality:g}, "
+          f"{header.scan_order} scan")
     print(f"  {len(data)} bytes, {8 * len(data) / pixels:.4f} bpp: header {header.size} B, "
           f"payload {header.z_length + header.y_length} B (z {header.z_length} B, y {header.y_length} B)")
     return 0
