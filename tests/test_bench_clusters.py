@@ -226,3 +226,22 @@ def test_cli_clusters_and_scan_ablation(photos, capsys):
     code, _ = samic_bench("clusters", "--dataset", folder / "missing")
     assert code == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_reports_read_back_from_their_json(tmp_path):
+    """docs/results.md is generated from the benches' JSON files: a report survives the trip."""
+    import json
+    from dataclasses import asdict
+
+    from samic.bench import clusters, scan_ablation
+
+    block = clusters.BlockStats("g_a.stage2", 4, 2, 1, 0.1, 0.9, 0.5, 0.4, 0.01, None, 0.6, 11.0)
+    report = clusters.ClusterReport(0.5, {"order": "semantic"}, ["a.png", "b.png"], 16, ["rows"], [block], [], [])
+    again = clusters.ClusterReport.from_dict(json.loads(json.dumps(asdict(report))))
+    assert again == report and clusters.format_table(again) == clusters.format_table(report)
+
+    point = scan_ablation.RDPoint(0.5, 0.2, 26.3)
+    variant = scan_ablation.VariantResult("semantic", {"order": "semantic"}, [point], point, None)
+    ablation = scan_ablation.ScanAblationReport(["a.png"], [0.5], 0.5, [variant], [])
+    again = scan_ablation.ScanAblationReport.from_dict(json.loads(json.dumps(asdict(ablation))))
+    assert again == ablation and scan_ablation.format_table(again) == scan_ablation.format_table(ablation)

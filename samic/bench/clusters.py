@@ -402,6 +402,12 @@ class ClusterReport:
     per_image: list[ImageBlockStats] = field(repr=False)
     pairs: list[PairKappa] = field(repr=False)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "ClusterReport":
+        """A report read back from its JSON (``samic bench clusters --json``); the per-photo
+        and per-pair rows stay plain dicts."""
+        return cls(**{**data, "blocks": [BlockStats(**b) for b in data["blocks"]]})
+
 
 def _mean(values) -> float:
     values = [v for v in values if v is not None and np.isfinite(v)]

@@ -81,6 +81,13 @@ class ScanAblationReport:
     variants: list[VariantResult]
     per_image: list[dict] = field(repr=False)  # {image, variant, quality, bpp, psnr}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "ScanAblationReport":
+        """A report read back from its JSON (``samic bench scan-ablation --json``)."""
+        variants = [VariantResult(**{**v, "points": [RDPoint(**p) for p in v["points"]],
+                                     "at_quality": RDPoint(**v["at_quality"])}) for v in data["variants"]]
+        return cls(**{**data, "variants": variants})
+
 
 def scan_ablation(model, images: Sequence[str | Path], qualities: Sequence[float] = DEFAULT_QUALITIES,
                   variants: Mapping[str, ScanSettings] | None = None, at_quality: float = AT_QUALITY,
