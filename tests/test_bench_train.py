@@ -220,6 +220,17 @@ def test_steps_budget_is_exact(pool, keep_threads):
     assert stateless[0]["cost"] != a[0]["cost"]  # the same weights, scanned without recurrence
 
 
+def test_final_weights_are_saved_when_asked(pool, keep_threads, tmp_path):
+    from samic.weights import load_model
+
+    base = TrainConfig(preset="samic-tiny", train_dir=str(pool), crop=32, n_val_images=2, batch_size=2, lr=1e-3,
+                       warmup_steps=1, init="", threads=1)
+    bench.bench_train([bench.make_variant("a", {})], base, bench.Budget("steps", 2, 2), qualities=(0.5,),
+                      quiet=True, save_dir=tmp_path)
+    model = load_model(tmp_path / "a.safetensors")
+    assert model.config.name == "samic-tiny" and all(bool(b.router.centres_ready) for b in model.samb_blocks())
+
+
 def test_cli_user_errors(pool, capsys):
     args = ["bench", "train", "--preset", "samic-tiny", "--random-init", "--train-dir", str(pool), "--steps", "1"]
     assert main(args + ["--variants", "nope"]) == 2

@@ -342,8 +342,9 @@ def _warm_up(trainer: Trainer, channels_last: bool, sync) -> float:
 
 
 def run_variant(variant: Variant, base: TrainConfig, budget: Budget, val_images: torch.Tensor,
-                qualities, lmbda, quiet: bool = False) -> dict:
-    """Train one variant for ``budget`` and return its curve and throughput."""
+                qualities, lmbda, quiet: bool = False, save_dir: Path | None = None) -> dict:
+    """Train one variant for ``budget`` and return its curve and throughput; with ``save_dir``,
+    its final weights go to save_dir/NAME.safetensors (float16, with a sidecar)."""
     cfg, model_config = variant_config(variant, base)
     with tempfile.TemporaryDirectory(prefix="samic-bench-train-") as out_dir:
         cfg = dataclasses.replace(cfg, out_dir=out_dir, progress=False)
@@ -405,6 +406,11 @@ def run_variant(variant: Variant, base: TrainConfig, budget: Budget, val_images:
         finally:
             del loader
             trainer.close()
+        if save_dir is not None:
+            from samic.weights import save_weights
+
+            save_weights(model, Path(save_dir) / f"{variant.name}.safetensors",
+                         {"bench_variant": variant.name, "steps": trainer.step, "init": cfg.init or "random"})
     result = {"variant": variant.name, "description": variant.description, "train": _jsonable(variant.train),
               "model": _jsonable(variant.model), "channels_last": variant.channels_last, "compile": variant.compile,
               "batch_size": cfg.batch_size, "crop": cfg.crop, "threads": torch.get_num_threads(),
@@ -420,7 +426,8 @@ def _jsonable(d: dict) -> dict:
 
 
 def bench_train(variants: list[Variant], base: TrainConfig, budget: Budget, qualities=VAL_QUALITIES,
-                val_crop: int | None = None, val_scales=VAL_SCALES, quiet: bool = False) -> dict:
+                val_crop: int | None = None, val_scales=VAL_SCALES, quiet: bool = False,
+                save_dir: Path | None = None) -> dict:
     """Run ``variants`` one after the other under ``budget``; return the report (see summarize)."""
     from PIL import Image
 
@@ -446,7 +453,7 @@ def bench_train(variants: list[Variant], base: TrainConfig, budget: Budget, qual
         torch.set_num_threads(threads)  # a variant's `threads` must not leak into the next
         _log(f"{v.name}: {v.description or v.train or v.model}", quiet)
         try:
-            results.append(run_variant(v, base, budget, val_images, qualities, lmbda, quiet))
+            results.append(run_variant(v, base, budget, val_images, qualities, lmbda, quiet, save_dir))
         except BenchError:
             raise
         except Exception as exc:  # e.g. torch.compile failing on this model: the other variants still run

@@ -41,13 +41,16 @@ def add_arguments(p) -> None:
     g.add_argument("--seed", type=int, default=0, help="seed of the data order, quality draws and random init")
     g.add_argument("--out", default="runs/bench-train", help="output folder (default runs/bench-train)")
     g.add_argument("--plot", default=None, help="plot file, .png or .svg (default OUT/curves.png)")
+    g.add_argument("--save-weights", action="store_true",
+                   help="also write each variant's final weights to OUT/NAME.safetensors (float16), e.g. for "
+                        "`samic bench scan-ablation --weights`")
     g.add_argument("--pause-pid", type=int, default=None, metavar="PID",
                    help="SIGSTOP this process (and its children) while the bench runs, SIGCONT at exit")
     g.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def _float_list(text: str, what: str) -> tuple[float, ...]:
-    from samic.cli import UserError
+    from samic.errors import UserError
 
     try:
         values = tuple(float(v) for v in text.split(","))
@@ -63,7 +66,7 @@ def run(args) -> int:
     import torch
 
     from samic.bench import train as bench
-    from samic.cli import UserError
+    from samic.errors import UserError
     from samic.train.trainer import TrainConfig
     from samic.weights import default_weights_path
 
@@ -112,7 +115,8 @@ def run(args) -> int:
             raise UserError(f"--plot {plot_path}: use a .png or .svg name")
         out.mkdir(parents=True, exist_ok=True)
         with bench.paused(args.pause_pid):
-            report = bench.bench_train(variants, base_cfg, budget, qualities, args.val_crop, scales, args.quiet)
+            report = bench.bench_train(variants, base_cfg, budget, qualities, args.val_crop, scales, args.quiet,
+                                       save_dir=out if args.save_weights else None)
     except (bench.BenchError, FileNotFoundError) as exc:
         raise UserError(str(exc)) from None
     report["command"] = {k: v for k, v in vars(args).items() if k != "func"}
