@@ -4,7 +4,7 @@ Every mutated file must decode to an image or raise samic.codec.FormatError; any
 exception, or a case slower than --max-seconds, is a failure (exit status 1).
 
     python benchmarks/fuzz_codec.py                      # 2,400 cases, samic-tiny, random weights
-    python benchmarks/fuzz_codec.py --cases 500 --model samic-lite --weights assets/weights/samic-lite.safetensors
+    python benchmarks/fuzz_codec.py --cases 500 --model samic-lite --weights samic/assets/weights/samic-lite.safetensors
 """
 from __future__ import annotations
 

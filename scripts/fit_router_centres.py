@@ -1,6 +1,6 @@
 """Fit the SAMB routers' cluster centres of a weights file on training crops (nothing else changes).
 
-    python scripts/fit_router_centres.py --weights assets/weights/samic-lite.safetensors \
+    python scripts/fit_router_centres.py --weights samic/assets/weights/samic-lite.safetensors \
         [--out PATH] [--train-dir ../shared/data/train] [--batches 16]
 
 Writes --out (default: in place) with its sidecar; the sidecar keeps its other fields and

@@ -170,7 +170,7 @@ def shipped_model():
     from samic.weights import default_weights_path, load_model
 
     if not default_weights_path().is_file():
-        pytest.skip("no shipped weights in assets/weights")
+        pytest.skip("no shipped weights in samic/assets/weights")
     return load_model()
 
 
@@ -229,7 +229,7 @@ def test_default_model_is_the_shipped_one(crop):
     from samic.weights import default_weights_path
 
     if not default_weights_path().is_file():
-        pytest.skip("no shipped weights in assets/weights")
+        pytest.skip("no shipped weights in samic/assets/weights")
     data = samic.compress_image(crop[:64, :64], 0.5)
     assert read_header(data).model_name == "samic-lite"
     assert samic.decompress_image(data).shape == (64, 64, 3)

