@@ -101,3 +101,16 @@ def test_no_code_replaces_module_attributes_to_pick_or_trace_a_scan():
                     if isinstance(target, ast.Attribute) and target.attr == "selective_scan":
                         offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert offenders == []
+
+
+def test_the_cli_parser_does_not_import_torch():
+    """`samic --help` and user errors (checked before any slow work) stay fast: building the
+    parser of every command imports neither torch nor numba."""
+    import subprocess
+    import sys
+
+    code = ("import sys, samic.cli; samic.cli.build_parser(); "
+            "print(sorted(m for m in ('torch', 'numba', 'skimage', 'scipy') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

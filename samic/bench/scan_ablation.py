@@ -26,6 +26,7 @@ import torch
 
 from samic.bench.clusters import to_tensor
 from samic.layers.samb import ScanSettings
+from samic.quality import MIDDLE_QUALITY, RD_QUALITIES
 from samic.train.losses import bits_per_pixel, per_sample_mse, psnr_from_mse
 
 INTACT = "semantic"
@@ -36,8 +37,6 @@ VARIANTS: dict[str, ScanSettings] = {
     "no-recurrence": ScanSettings(recurrence=False),
     "scan-output-zeroed": ScanSettings(recurrence=False, skip=False),
 }
-DEFAULT_QUALITIES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-AT_QUALITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -89,8 +88,8 @@ class ScanAblationReport:
         return cls(**{**data, "variants": variants})
 
 
-def scan_ablation(model, images: Sequence[str | Path], qualities: Sequence[float] = DEFAULT_QUALITIES,
-                  variants: Mapping[str, ScanSettings] | None = None, at_quality: float = AT_QUALITY,
+def scan_ablation(model, images: Sequence[str | Path], qualities: Sequence[float] = RD_QUALITIES,
+                  variants: Mapping[str, ScanSettings] | None = None, at_quality: float = MIDDLE_QUALITY,
                   progress: Callable[[str], None] | None = None) -> ScanAblationReport:
     """Estimated-bpp/PSNR points of every variant at every quality, and their BD-rates.
 

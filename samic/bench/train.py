@@ -53,6 +53,7 @@ import torch
 from samic.layers.samb import ScanSettings
 from samic.models import ModelConfig, get_config
 from samic.models.samic import GainUnits
+from samic.quality import VALIDATION_QUALITIES
 from samic.train import losses
 from samic.train.trainer import TrainConfig, Trainer
 
@@ -64,7 +65,6 @@ BASELINE_RECIPE = dict(
     mse_weight=1.0, lpips_weight=0.0, stage=1,
 )
 BENCH_SCHEDULE_STEPS = 10 ** 7
-VAL_QUALITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
 # Validation crops at half and quarter size, inside the recipe's training scale range [0.25, 0.6]:
 # at the trainer's own scales (1, 0.5) the smooth full-size photos keep the shipped weights
 # under 0.22 bpp at q = 1, and PSNR at 0.3 bpp falls outside the sweep.
@@ -425,7 +425,7 @@ def _jsonable(d: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
-def bench_train(variants: list[Variant], base: TrainConfig, budget: Budget, qualities=VAL_QUALITIES,
+def bench_train(variants: list[Variant], base: TrainConfig, budget: Budget, qualities=VALIDATION_QUALITIES,
                 val_crop: int | None = None, val_scales=VAL_SCALES, quiet: bool = False,
                 save_dir: Path | None = None) -> dict:
     """Run ``variants`` one after the other under ``budget``; return the report (see summarize)."""

@@ -19,8 +19,8 @@ WHAT = ("clusters", "scan-ablation")
 
 def add_arguments(p) -> None:
     """The options of `samic bench clusters` and `samic bench scan-ablation`."""
-    from samic.bench.scan_ablation import AT_QUALITY, DEFAULT_QUALITIES
-    from samic.layers.samb import SCAN_ORDERS
+    from samic.codec.bitstream import SCAN_ORDER_CODES  # torch-free, unlike samic.layers.samb
+    from samic.quality import MIDDLE_QUALITY, RD_QUALITIES
 
     g = p.add_argument_group("clusters, scan-ablation", "options of `samic bench clusters` and "
                              "`samic bench scan-ablation` (both also take --json, --device, and --threads, "
@@ -30,18 +30,19 @@ def add_arguments(p) -> None:
     weights = g.add_mutually_exclusive_group()
     weights.add_argument("--weights", default=None, help="weights file (default: the shipped samic-lite weights)")
     weights.add_argument("--model", default=None, help="preset with random weights (seed 0) instead of weights")
-    g.add_argument("--quality", type=float, default=0.5, help="clusters: rate knob in [0, 1] (default 0.5)")
-    g.add_argument("--scan-order", default="semantic", choices=SCAN_ORDERS,
+    g.add_argument("--quality", type=float, default=MIDDLE_QUALITY,
+                   help=f"clusters: rate knob in [0, 1] (default {MIDDLE_QUALITY:g})")
+    g.add_argument("--scan-order", default="semantic", choices=tuple(SCAN_ORDER_CODES),
                    help="clusters: scan order of every SAMB (default semantic; "
                         "the order changes what later blocks see)")
     g.add_argument("--shift-axes", default="rows,cols",
                    help="clusters: axes of the one-token shift test, averaged (default rows,cols)")
     g.add_argument("--no-slic", action="store_true", help="clusters: leave out the NMI with SLIC superpixels")
-    g.add_argument("--qualities", type=float, nargs="+", default=list(DEFAULT_QUALITIES), metavar="Q",
+    g.add_argument("--qualities", type=float, nargs="+", default=list(RD_QUALITIES), metavar="Q",
                    help="scan-ablation: qualities of the RD curves (default "
-                        + " ".join(f"{q:g}" for q in DEFAULT_QUALITIES) + ")")
-    g.add_argument("--at-quality", type=float, default=AT_QUALITY, metavar="Q",
-                   help=f"scan-ablation: the quality reported on its own (default {AT_QUALITY:g})")
+                        + " ".join(f"{q:g}" for q in RD_QUALITIES) + ")")
+    g.add_argument("--at-quality", type=float, default=MIDDLE_QUALITY, metavar="Q",
+                   help=f"scan-ablation: the quality reported on its own (default {MIDDLE_QUALITY:g})")
 
 
 def _finite(value):

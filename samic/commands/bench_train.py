@@ -13,6 +13,8 @@ DEFAULT_VARIANTS = "baseline,lr2x,crop128,highrate"
 
 def add_arguments(p) -> None:
     """Options of `samic bench train` (the bench parser's --json, --device, --threads apply too)."""
+    from samic.quality import VALIDATION_QUALITIES
+
     g = p.add_argument_group("train", "options of `samic bench train`")
     g.add_argument("--variants", default=DEFAULT_VARIANTS,
                    help=f"comma-separated variants (default {DEFAULT_VARIANTS}); built-in: baseline, lr2x, crop128, "
@@ -37,7 +39,7 @@ def add_arguments(p) -> None:
     g.add_argument("--val-scales", default=None, help="comma-separated scales of the validation views "
                    "(default 0.5,0.25: inside the recipe's training scale range)")
     g.add_argument("--val-qualities", default=None, help="comma-separated qualities of the validation sweep "
-                   "(default 0,0.25,0.5,0.75,1)")
+                   "(default " + ",".join(f"{q:g}" for q in VALIDATION_QUALITIES) + ")")
     g.add_argument("--seed", type=int, default=0, help="seed of the data order, quality draws and random init")
     g.add_argument("--out", default="runs/bench-train", help="output folder (default runs/bench-train)")
     g.add_argument("--plot", default=None, help="plot file, .png or .svg (default OUT/curves.png)")
@@ -67,6 +69,7 @@ def run(args) -> int:
 
     from samic.bench import train as bench
     from samic.errors import UserError
+    from samic.quality import VALIDATION_QUALITIES
     from samic.train.trainer import TrainConfig
     from samic.weights import default_weights_path
 
@@ -81,7 +84,7 @@ def run(args) -> int:
         if args.threads < 1:
             raise UserError("--threads must be positive")
         torch.set_num_threads(args.threads)
-    qualities = _float_list(args.val_qualities, "--val-qualities") if args.val_qualities else bench.VAL_QUALITIES
+    qualities = _float_list(args.val_qualities, "--val-qualities") if args.val_qualities else VALIDATION_QUALITIES
     if not all(0 <= q <= 1 for q in qualities):
         raise UserError("--val-qualities must lie in [0, 1]")
     scales = _float_list(args.val_scales, "--val-scales") if args.val_scales else bench.VAL_SCALES

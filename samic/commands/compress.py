@@ -8,6 +8,8 @@ from samic.errors import UserError
 
 
 def register(subparsers) -> None:
+    from samic.codec.bitstream import SCAN_ORDER_CODES  # the orders a file can store; no torch import
+
     p = subparsers.add_parser("compress", help="compress an image to a .samic file")
     p.add_argument("input", help="image file (PNG, JPEG, ...; converted to 8-bit RGB, see docs/bitstream.md)")
     p.add_argument("output", help="output .samic file")
@@ -15,7 +17,7 @@ def register(subparsers) -> None:
     weights = p.add_mutually_exclusive_group()
     weights.add_argument("--model", help="preset whose shipped weights to use (default: samic-lite)")
     weights.add_argument("--weights", help="path to a .safetensors weights file")
-    p.add_argument("--scan-order", default="semantic", choices=("semantic", "raster", "random"),
+    p.add_argument("--scan-order", default="semantic", choices=tuple(SCAN_ORDER_CODES),
                    help="every SAMB's scan order, stored in the file (default semantic, the paper's; "
                         "raster and random are ablations)")
     p.add_argument("--force", "-f", action="store_true", help="overwrite OUTPUT if it exists")

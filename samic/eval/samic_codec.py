@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from samic.quality import RD_QUALITIES
+
 __all__ = ["ENTROPY_CODING", "PROVENANCE", "SAMICCodec", "perceptual_digest", "results_identity", "weights_identity"]
 
 # The PhaseTimer phase that is range coding proper; every other phase is network time
@@ -70,7 +72,7 @@ class SAMICCodec:
     integer_quality = False
     # Six points spanning the model's whole rate range (the gain units interpolate between
     # anchors trained at evenly spaced qualities).
-    default_qualities = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    default_qualities = RD_QUALITIES
 
     def __init__(self, model, decoder: str = "mse", name: str | None = None):
         from samic.codec.api import choose_decoder

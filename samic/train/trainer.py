@@ -32,6 +32,7 @@ import torch.nn as nn
 from samic.layers.samb import ScanSettings
 from samic.models import SAMIC, ModelConfig
 from samic.models.samic import pad_to_multiple
+from samic.quality import VALIDATION_QUALITIES
 from samic.train import losses
 from samic.train.data import RandomCrops, list_images, split_train_val, validation_crops
 
@@ -368,7 +369,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ validation
     @torch.no_grad()
-    def validate(self, qualities=(0.0, 0.25, 0.5, 0.75, 1.0)) -> list[dict]:
+    def validate(self, qualities=VALIDATION_QUALITIES) -> list[dict]:
         self.model.eval()
         rows = []
         x = self.val_images.to(self.device)
