@@ -429,8 +429,7 @@ def bench_train(variants: list[Variant], base: TrainConfig, budget: Budget, qual
                 val_crop: int | None = None, val_scales=VAL_SCALES, quiet: bool = False,
                 save_dir: Path | None = None) -> dict:
     """Run ``variants`` one after the other under ``budget``; return the report (see summarize)."""
-    from PIL import Image
-
+    from samic.codec.image_io import load_image
     from samic.train.data import list_images, split_train_val, validation_crops
 
     if not variants:
@@ -440,8 +439,7 @@ def bench_train(variants: list[Variant], base: TrainConfig, budget: Budget, qual
     _, val_files = split_train_val(list_images(base.train_dir), base.n_val_images)
     val_crop = val_crop or base.crop
     def short_side(path):
-        with Image.open(path) as im:
-            return min(im.size)
+        return min(load_image(path).shape[:2])  # the codec's one image opener (EXIF orientation included)
 
     if not any(short_side(f) * s >= val_crop for f in val_files for s in val_scales):
         raise BenchError(f"no validation view of {val_crop}^2 at scales {val_scales}: the images are too small")

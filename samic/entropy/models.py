@@ -15,8 +15,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from samic.codec.coder import SCALE_MIN  # the scale floor: the coder's first table, so training's rate is the coder's
+
 LIKELIHOOD_BOUND = 1e-9
-SCALE_BOUND = 0.11
 
 
 class _LowerBound(torch.autograd.Function):
@@ -146,7 +147,7 @@ def _channel_logits(module: EntropyBottleneck, c: int, v: torch.Tensor) -> torch
 class GaussianConditional(nn.Module):
     """Discretized Gaussian likelihood of y given predicted means and scales."""
 
-    def __init__(self, scale_bound: float = SCALE_BOUND):
+    def __init__(self, scale_bound: float = SCALE_MIN):
         super().__init__()
         self.scale_bound = scale_bound
 

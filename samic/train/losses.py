@@ -1,4 +1,4 @@
-"""Training objectives: rate, distortion (MSE, LPIPS, Gram/style) and the hinge GAN with a
+"""Training objectives: rate, distortion (MSE, LPIPS) and the hinge GAN with a
 HiFiC-style conditional PatchGAN discriminator."""
 from __future__ import annotations
 
@@ -20,17 +20,6 @@ def per_sample_mse(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def psnr_from_mse(mse: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
-
-
-def gram_style_loss(features_hat: list[torch.Tensor], features: list[torch.Tensor]) -> torch.Tensor:
-    """Mean squared difference of normalized Gram matrices over feature maps (B,)."""
-    total = 0.0
-    for fh, f in zip(features_hat, features):
-        b, c, h, w = f.shape
-        gh = fh.flatten(2) @ fh.flatten(2).transpose(1, 2) / (c * h * w)
-        g = f.flatten(2) @ f.flatten(2).transpose(1, 2) / (c * h * w)
-        total = total + (gh - g).pow(2).flatten(1).mean(1)
-    return total
 
 
 class ConditionalPatchDiscriminator(nn.Module):

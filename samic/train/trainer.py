@@ -3,7 +3,7 @@
 Stage 1 trains everything on rate + lambda(q) * 255^2 * MSE (+ an optional small LPIPS
 term), with the quality q drawn per sample so one model covers the whole rate range.
 Stage 2 freezes the encoder and the entropy model and trains a perceptual copy of the
-decoder (MSE + LPIPS + Gram style + hinge GAN against a conditional PatchGAN), so one
+decoder (MSE + LPIPS + hinge GAN against a conditional PatchGAN), so one
 bitstream decodes with either decoder.
 
 Runs on CPU or CUDA, single process or under ``torchrun`` (DistributedDataParallel; gloo
@@ -64,7 +64,6 @@ class TrainConfig:
     lpips_net: str = "alex"
     scan_order: str = "semantic"  # SAMB scan order while training and validating: semantic, raster, random
     scan_recurrence: bool = True  # False: SAMB's state-less ablation (y = D * u), for comparisons
-    style_weight: float = 0.0
     gan_weight: float = 0.0
     gan_start: int = 0  # stage 2: steps before the generator's GAN term (the critic trains from step 0)
     seed: int = 0
@@ -195,7 +194,7 @@ class Trainer:
             if self._init_discriminator is not None:
                 self.discriminator.load_state_dict(self._init_discriminator)
         self.lpips = None
-        if cfg.lpips_weight > 0 or cfg.style_weight > 0:
+        if cfg.lpips_weight > 0:
             from samic.metrics import LPIPS
             self.lpips = LPIPS(net=cfg.lpips_net).to(self.device).eval()
 
