@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from samic.codec.api import read_header
+
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
@@ -21,7 +23,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = ROOT / ".." / "shared" / "data" / "kodak"
 MAX_PIXELS = 20_000  # the test server downscales anything larger (the default is 2 MP)
-N_OUTPUTS = 14  # what /inspect returns (its session State is not part of the API)
+N_OUTPUTS = 18  # what /inspect returns (its session States are not part of the API)
 
 
 def free_port() -> int:
@@ -96,8 +98,10 @@ def crops(tmp_path_factory) -> dict[str, Path]:
             "large": kodak_crop(folder, "kodim15.png", (100, 100, 300, 250))}  # 200 x 150 > MAX_PIXELS
 
 
-def inspect(client: Client, image: Path, quality: float) -> tuple:
-    return client.predict(handle_file(str(image)), quality, "mse", None, None, 0.5, api_name="/inspect")
+def inspect(client: Client, image: Path, quality: float, scan_order: str = "semantic",
+            position_only: bool = False) -> tuple:
+    return client.predict(handle_file(str(image)), quality, "mse", scan_order, None, None, 0.5, position_only,
+                          api_name="/inspect")
 
 
 def metric_table(output: dict) -> dict[str, float]:
@@ -108,8 +112,11 @@ def check_outputs(outputs: tuple, size: tuple[int, int], quality: float) -> dict
     """Every output of /inspect is present and consistent; returns the metrics table."""
     assert len(outputs) == N_OUTPUTS
     (info, (original, reconstruction), table, samic_file, png_file, diff, bits, spectrum,
-     block, cluster, overlay, entropy, scan_path, scan_order) = outputs
-    assert f"quality {quality:.2f}" in info
+     block, cluster, overlay, position_overlay, router_text, entropy, scan_path, scan_map,
+     order_table, order_text) = outputs
+    assert f"quality {quality:.2f}" in info and "pos_gate" in router_text
+    assert order_table["value"]["data"] == [] and "Press the button" in order_text  # cleared: on demand only
+    assert position_overlay["visible"] is False
     for path in (original, reconstruction, png_file["value"]):
         with Image.open(path) as image:
             assert image.size == size
@@ -124,7 +131,7 @@ def check_outputs(outputs: tuple, size: tuple[int, int], quality: float) -> dict
     for path in (diff, bits, overlay, entropy):
         with Image.open(path) as image:
             assert image.width > 100 and image.height > 50
-    for plot in (spectrum, scan_path, scan_order):
+    for plot in (spectrum, scan_path, scan_map):
         assert plot["type"] == "plotly" and '"data"' in plot["plot"]
     assert block["value"] in [value for _, value in block["choices"]]
     assert cluster["value"] in [value for _, value in cluster["choices"]]
@@ -144,8 +151,51 @@ def test_main_call_two_qualities(server, crops):
     assert rd["type"] == "plotly"
     for name in ("SAMIC", "JPEG", "WEBP", "AVIF", "current"):
         assert f'"name":"{name}"' in rd["plot"]
-    views = client.predict("g_s.stage3", None, 0.8, api_name="/views")
-    assert len(views) == 6 and views[0]["value"] == "g_s.stage3"
+    views = client.predict("g_s.stage3", None, 0.8, False, api_name="/views")
+    assert len(views) == 8 and views[0]["value"] == "g_s.stage3"
+
+
+def test_scan_order_reaches_the_file_and_the_comparison(server, crops):
+    client = Client(server.url, verbose=False)
+    outputs = inspect(client, crops["main"], 0.5, scan_order="raster")
+    check_outputs(outputs, (160, 120), 0.5)
+    data = Path(outputs[3]["value"]).read_bytes()
+    assert read_header(data).scan_order == "raster" and "raster scan order" in outputs[0]
+    assert outputs[3]["value"].endswith("-raster.samic")
+    assert "raster order" in outputs[14]["plot"] and "(this file)" in outputs[15]["plot"]
+
+    table, text = client.predict(api_name="/scan_orders")
+    rows = {row[0]: row for row in table["data"]}
+    assert set(rows) == {"semantic", "raster (shown)", "random"}
+    assert int(rows["raster (shown)"][1]) == len(data)  # the file on display
+    assert "160 x 120 px, quality 0.50" in text and "semantic order gives" in text
+
+    with pytest.raises(AppError) as error:
+        inspect(client, crops["small"], 0.5, scan_order="spiral")
+    assert "Traceback" not in str(error.value)
+
+
+def test_cluster_selection_resets_per_block_and_position_only(server, crops):
+    client = Client(server.url, verbose=False)
+    outputs = inspect(client, crops["main"], 0.5)
+    assert outputs[8]["value"] == "g_a.stage2"
+    # g_a.stage3 with a cluster id other than its default: a new block resets the selection
+    default = client.predict("g_a.stage3", None, 0.5, False, api_name="/views")[1]
+    others = [value for _, value in default["choices"] if value != default["value"]]
+    assert others, "g_a.stage3 uses a single cluster on this crop"
+    views = client.predict("g_s.stage2", others[0], 0.5, False, api_name="/views")
+    assert views[0]["value"] == "g_s.stage2"
+    views = client.predict("g_a.stage3", others[0], 0.5, False, api_name="/views")
+    assert views[1]["value"] == default["value"]  # another block was shown: reset to the default
+    views = client.predict("g_a.stage3", others[0], 0.5, False, api_name="/views")
+    assert views[1]["value"] == others[0]  # the same block: the pick is kept
+    assert f"cluster {others[0]}:" in views[6]["plot"]
+
+    position = client.predict("g_a.stage3", others[0], 0.5, True, api_name="/views")
+    assert position[1]["value"] == others[0] and "Position only, g_a.stage3" in position[4]
+    assert position[3]["visible"] is True
+    with Image.open(position[3]["value"]) as image:
+        assert image.width == 160
 
 
 def test_bad_uploads_give_readable_errors(server, tmp_path):

@@ -9,12 +9,17 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from samic.codec.api import decompress_image
+from samic.codec.api import decompress_image, read_header
 from samic.codec.image_io import ImageError
-from samic.viz import (Inspection, cached_inspect_image, classical_rd_curves, inspect_image, prepare_image,
-                       rd_curve, render)
+from samic.layers.samb import positional_encoding_2d
+from samic.models import SAMIC
+from samic.viz import (Inspection, ScanOrderPoint, cached_inspect_image, classical_rd_curves, compare_scan_orders,
+                       inspect_image, pick_cluster, position_only_clusters, prepare_image, rd_curve, render,
+                       router_gates, scan_order_summary)
+from samic.viz.scan import router_note, samb_block
 from samic.weights import load_model
 
 KODAK = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "kodak"
@@ -50,6 +55,7 @@ def test_inspection_fields_and_shapes(inspection, crop, model):
     assert np.array_equal(ins.original, crop)
     assert ins.size == (HEIGHT, WIDTH) and ins.padded_size == (128, 192)
     assert ins.quality == 0.5 and ins.decoder == "mse" and ins.model_name == "samic-lite"
+    assert ins.scan_order == read_header(ins.data).scan_order == "semantic"
     # the real codec: the reconstruction is what the .samic bytes decode to
     assert ins.data[:4] == b"\x89SMC" and ins.num_bytes == len(ins.data)
     assert np.array_equal(decompress_image(ins.data, model, "mse"), ins.reconstruction)
@@ -159,6 +165,14 @@ def test_render_figures(inspection):
     assert n_tokens == round(share * block.assignment.size) and len(fig.data[1].x) == n_tokens
     steps = np.asarray(fig.data[1].marker.color)
     assert np.all(np.diff(steps) == 1)  # a cluster is one contiguous run of the scan
+    # start, end and direction: two marked tokens in the legend and arrows along the path
+    start, end = fig.data[2], fig.data[3]
+    assert start.name == f"start (step {steps[0]})" and end.name == f"end (step {steps[-1]})"
+    assert (start.x[0], start.y[0]) == (fig.data[1].x[0], fig.data[1].y[0])
+    assert (end.x[0], end.y[0]) == (fig.data[1].x[-1], fig.data[1].y[-1])
+    assert 0 < len(fig.layout.annotations) <= render.MAX_ARROWS
+    assert all(a.showarrow and a.axref == "x" for a in fig.layout.annotations)
+    assert "semantic order" in fig.layout.title.text and "runs" not in fig.layout.title.text
 
     toy = np.array([[0, 0, 0, 1], [0, 0, 2, 2]])
     assert render.cluster_shares(toy) == [(0, 0.625), (1, 0.125), (2, 0.25)]
@@ -167,8 +181,13 @@ def test_render_figures(inspection):
     positions = render.scan_positions(block.order, block.assignment.shape)
     assert np.array_equal(positions.reshape(-1)[block.order], np.arange(block.order.size))
     fig = render.order_comparison_figure(block.assignment, block.order, "g_a.stage2")
-    assert [t.type for t in fig.data] == ["heatmap", "heatmap"]
+    assert [t.name for t in fig.data] == ["semantic", "raster", "random"]
+    assert np.array_equal(np.asarray(fig.data[0].z), positions)
     assert np.array_equal(np.asarray(fig.data[1].z), np.arange(positions.size).reshape(positions.shape))
+    assert "(this file)" in fig.layout.annotations[0].text and "(this file)" not in fig.layout.annotations[1].text
+    orders = render.scan_orders(block.assignment)  # the codec's permutations
+    assert np.array_equal(orders["semantic"], block.order)
+    assert np.array_equal(np.sort(orders["random"]), np.arange(block.order.size))
 
     s = ins.spectrum
     fig = render.spectrum_figure(s.singular_values, s.thresholded, s.threshold)
@@ -199,3 +218,94 @@ def test_crop_comparison_same_rate_and_sizes(model, crop):
     assert figure.dtype == np.uint8 and figure.shape[1] >= 3 * 2 * 96 and figure.shape[0] > 2 * 2 * 64
     with pytest.raises(ValueError, match="box"):
         crop_comparison(crop, target, (0, 0, WIDTH + 1, 10), model=model)
+
+
+# ------------------------------------------------------------- scan orders and the router's prior
+def test_scan_order_reaches_the_file_and_the_cache_key(model, crop, inspection):
+    raster = cached_inspect_image(crop, 0.5, "mse", model, scan_order="raster")
+    assert raster is not inspection and raster.scan_order == read_header(raster.data).scan_order == "raster"
+    assert cached_inspect_image(crop, 0.5, "mse", model, scan_order="raster") is raster  # keyed by order too
+    # the decoder follows the header: the reconstruction is what the raster file decodes to
+    assert np.array_equal(decompress_image(raster.data, model, "mse"), raster.reconstruction)
+    for block in raster.blocks.values():  # every SAMB of encode and decode scanned row by row
+        assert np.array_equal(block.order, np.arange(block.order.size))
+    with pytest.raises(ValueError, match="scan order"):
+        inspect_image(crop, 0.5, "mse", model, scan_order="spiral")
+
+    points = compare_scan_orders(crop, 0.5, "mse", model)
+    assert [p.scan_order for p in points] == ["semantic", "raster", "random"]
+    assert points[0].num_bytes == inspection.num_bytes and points[0].psnr == inspection.psnr
+    assert points[1].num_bytes == raster.num_bytes and points[1].bpp == raster.bpp
+    assert "semantic order gives" in scan_order_summary(points)
+
+    block = raster.blocks["g_a.stage2"]
+    cluster = render.default_cluster(block.assignment)
+    fig = render.scan_path_figure(raster.original, block.assignment, block.order, block.stride, cluster,
+                                  "g_a.stage2", "raster")
+    steps = np.flatnonzero(block.assignment.reshape(-1) == cluster)  # raster: a token's step is its index
+    assert "raster order" in fig.layout.title.text and np.array_equal(fig.data[1].marker.color, steps)
+
+
+def test_scan_order_summary_is_judged_by_the_numbers():
+    def point(order, num_bytes, psnr):
+        return ScanOrderPoint(order, num_bytes, num_bytes / 100, psnr, 0.9, 0.2)
+
+    same = scan_order_summary([point("semantic", 1000, 30.0), point("raster", 1003, 30.01), point("random", 998, 29.98)])
+    assert "no measurable change" in same and "-0.010 dB PSNR and -0.3 % bytes against raster" in same
+    ahead = scan_order_summary([point("semantic", 9000, 30.5), point("raster", 10000, 30.0)])
+    assert "comes out ahead" in ahead and "no measurable" not in ahead and "only" not in ahead
+    behind = scan_order_summary([point("semantic", 1100, 30.5), point("raster", 1000, 30.0)])
+    assert "is behind" in behind and "only 1100 bytes" in behind
+    assert "at least two" in scan_order_summary([point("semantic", 1000, 30.0)])
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return SAMIC("samic-tiny").eval()  # random init: a non-zero position term
+
+
+def test_position_only_is_the_router_on_zero_features(tiny):
+    grid, stride = (6, 10), 8
+    for name in ("g_a.stage3", "h_a.samb", "h_s.samb", "g_s.stage3"):
+        router = samb_block(tiny, name).router
+        centres = router.centres.clone()
+        prior = position_only_clusters(tiny, name, grid, stride)
+        k = router.n_clusters
+        assert prior.clusters.assignment.shape == grid and prior.clusters.probs.shape == (k, *grid)
+        assert prior.clusters.stride == stride and prior.pos_gate == pytest.approx(float(router.pos_gate.detach()))
+        with torch.no_grad():
+            _, ids, probs = router(torch.zeros(1, 60, router.pos_proj.out_features), *grid)
+            # whitening leaves zero features at zero: only the gated position term is left
+            pos = router.pos_gate * router.pos_proj(positional_encoding_2d(*grid, router.n_freqs))
+            expected = F.normalize(pos, dim=-1) @ router.centres.t()
+        assert np.array_equal(prior.clusters.assignment, ids.reshape(grid).numpy())
+        np.testing.assert_allclose(prior.clusters.probs, probs[0].t().reshape(k, *grid).numpy(), atol=1e-6)
+        assert np.array_equal(prior.clusters.assignment.reshape(-1), expected.argmax(-1).numpy())
+        assert np.array_equal(prior.clusters.order, render.scan_orders(prior.clusters.assignment)["semantic"])
+        assert not prior.flat and prior.position_norm > 0
+        assert torch.equal(router.centres, centres) and not router.training
+    assert set(router_gates(tiny, ["g_a.stage3", "g_s.stage3"])) == {"g_a.stage3", "g_s.stage3"}
+    with pytest.raises(ValueError, match="not a SAMB"):
+        samb_block(tiny, "g_a.stage2")  # samic-tiny has a SAMB after stage 3 only
+
+
+def test_position_only_of_the_shipped_weights(model, inspection):
+    """Blocks of the shipped model are found by their trace names; a zero position term is
+    reported as a flat prior, not drawn as if it were one."""
+    for name, block in inspection.blocks.items():
+        prior = position_only_clusters(model, name, block.assignment.shape, block.stride, "mse")
+        assert prior.clusters.assignment.shape == block.assignment.shape
+        if prior.flat:
+            assert prior.position_norm == 0 and np.all(prior.clusters.assignment == 0)
+            assert "no spatial prior" in router_note(name, {name: prior.pos_gate}, prior)
+    note = router_note("g_a.stage3", router_gates(model, inspection.blocks, "mse"))
+    assert "**g_a.stage3 " in note and "h_s.samb" in note
+
+
+def test_cluster_selection_resets_per_block():
+    toy = np.array([[0, 0, 0, 1], [0, 0, 2, 2]])
+    assert pick_cluster(toy, 1, "b", "b") == 1  # same block: kept
+    assert pick_cluster(toy, 1, "b", "a") == render.default_cluster(toy) == 2  # another block: reset
+    assert pick_cluster(toy, 7, "b", "b") == 2 and pick_cluster(toy, None, "b", "b") == 2  # absent: default
+    assert pick_cluster(toy, "x", "b", "b") == 2

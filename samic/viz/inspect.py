@@ -4,10 +4,12 @@
 on, so everything it shows comes from the file on display: the reconstruction, the rate, the
 timings, the SAMB clusters and scan orders, the SVD-RRM spectrum and the bits of every latent
 position (samic.codec.api.EncodeTrace / DecodeTrace); it also measures PSNR, MS-SSIM and
-LPIPS-Alex. ``rd_curve`` and
+LPIPS-Alex. ``scan_order`` picks every SAMB's scan order ("semantic", "raster" or "random"):
+the file stores it and the decoder follows it, so all of the above comes from that order.
+``rd_curve`` and
 ``classical_rd_curves`` give this image's rate-distortion points for SAMIC and for JPEG, WebP
 and AVIF (real encoders). ``cached_inspect_image`` and ``cached_rd_curves`` memoize both per
-(image content, quality, decoder, model) in small thread-safe LRU caches.
+(image content, quality, decoder, scan order, model) in small thread-safe LRU caches.
 
 All arrays are numpy, batch dimension removed, and read-only (cached results are shared).
 """
@@ -23,9 +25,11 @@ from typing import Callable, NamedTuple
 import numpy as np
 from PIL import Image
 
-from samic.codec.api import choose_decoder, compress_image, decode_traced, decompress_image, default_model, encode_traced
+from samic.codec.api import (choose_decoder, compress_image, decode_traced, decompress_image, default_model,
+                             encode_traced, read_header)
 from samic.codec.image_io import load_image
 from samic.eval.classical import CODECS, bits_per_pixel, missing_codecs
+from samic.layers.samb import ScanSettings
 from samic.metrics import lpips_distance, ms_ssim, psnr
 from samic.models.samic import SAMIC
 
@@ -68,6 +72,7 @@ class Inspection(NamedTuple):
     data: bytes  # the .samic file
     quality: float  # the float32 quality stored in the file, in [0, 1]
     decoder: str  # "mse" or "perceptual"
+    scan_order: str  # every SAMB's scan order, as stored in the file: "semantic", "raster" or "random"
     model_name: str  # preset name, e.g. "samic-lite"
     bpp: float  # 8 * len(data) / (H * W)
     compression_ratio: float  # raw 24-bit RGB size / file size = 24 / bpp
@@ -166,22 +171,25 @@ def _block_clusters(block, padded_height: int) -> BlockClusters:
 
 
 def inspect_image(image, quality: float, decoder: str | None = None, model: SAMIC | None = None,
-                  progress: Progress | None = None) -> Inspection:
+                  progress: Progress | None = None, scan_order: str = "semantic") -> Inspection:
     """Compress and decompress ``image`` with the real codec, trace on, and collect what the app shows.
 
     image: a path, PIL image or uint8 array (coded as it is: see ``prepare_image`` for the
     downscaling the app applies). quality in [0, 1]. decoder: "mse", "perceptual" or None
     (perceptual when the model has it). model: a SAMIC (None: the shipped weights).
-    ``progress(fraction, description)`` is called between the steps.
+    ``progress(fraction, description)`` is called between the steps. scan_order: every SAMB's
+    scan order ("semantic", "raster", "random"), stored in the file's header; the decoder
+    follows the header, so the reconstruction, the metrics and the scan maps all come from it.
     """
     model = default_model() if model is None else model
     decoder = choose_decoder(model, decoder)
+    ScanSettings(order=scan_order).validated()  # a readable error before any work
     rgb = load_image(image)
     height, width = rgb.shape[:2]
 
     _report(progress, 0.0, "encoding")
     start = time.perf_counter()
-    data, encoded = encode_traced(rgb, quality, model)
+    data, encoded = encode_traced(rgb, quality, model, scan_order=scan_order)
     encode_seconds = time.perf_counter() - start
     _report(progress, 0.4, "decoding")
     start = time.perf_counter()
@@ -207,7 +215,7 @@ def inspect_image(image, quality: float, decoder: str | None = None, model: SAMI
     _report(progress, 1.0, "done")
     return Inspection(
         original=_read_only(rgb), reconstruction=_read_only(reconstruction), data=data,
-        quality=quality, decoder=decoder, model_name=model.config.name,
+        quality=quality, decoder=decoder, scan_order=read_header(data).scan_order, model_name=model.config.name,
         bpp=bpp, compression_ratio=24.0 / bpp,
         encode_seconds=encode_seconds, decode_seconds=decode_seconds, **metrics,
         estimated_bpp=float(decoded.latents.bits_y.sum() + decoded.latents.bits_z.sum()) / (height * width),
@@ -297,15 +305,15 @@ def _model_key(model: SAMIC) -> int:
 
 
 def cached_inspect_image(image, quality: float, decoder: str | None = None, model: SAMIC | None = None,
-                         progress: Progress | None = None) -> Inspection:
-    """``inspect_image`` memoized per (image content, quality, decoder, model)."""
+                         progress: Progress | None = None, scan_order: str = "semantic") -> Inspection:
+    """``inspect_image`` memoized per (image content, quality, decoder, scan order, model)."""
     model = default_model() if model is None else model
     decoder = choose_decoder(model, decoder)
     rgb = load_image(image)
-    key = (image_digest(rgb), float(np.float32(quality)), decoder, _model_key(model))
+    key = (image_digest(rgb), float(np.float32(quality)), decoder, scan_order, _model_key(model))
     result = INSPECTIONS.get(key)
     if result is None:
-        result = inspect_image(rgb, quality, decoder, model, progress)
+        result = inspect_image(rgb, quality, decoder, model, progress, scan_order)
         INSPECTIONS.put(key, result)
     return result
 

@@ -185,17 +185,30 @@ def _background(image: np.ndarray, max_side: int = 512) -> dict:
                 sizing="stretch", opacity=0.45, layer="below")
 
 
+SCAN_ORDER_TITLES = {"semantic": "semantic<br>(cluster by cluster)", "raster": "raster<br>(row by row)",
+                     "random": "random<br>(a fixed shuffle)"}
+MAX_ARROWS = 12  # direction arrows drawn along a scan path
+
+
 def scan_path_figure(image: np.ndarray, assignment: np.ndarray, order: np.ndarray, stride: int,
-                     cluster: int, block: str = "") -> go.Figure:
-    """The scan path of one cluster: its tokens in the order the SAMB scans them, drawn over
-    the image, coloured from the first (dark) to the last (bright) token of the cluster."""
+                     cluster: int, block: str = "", scan_order: str = "semantic") -> go.Figure:
+    """The scan path of one cluster: its tokens in the order the SAMB scans them (``order``,
+    the block's permutation under ``scan_order``), drawn over the image.
+
+    Markers are coloured by scan step from the cluster's first (dark) to its last (bright)
+    token (colour bar), a grey line
+    joins consecutive tokens of the cluster, arrows along it give the direction, and the
+    first and last tokens are marked "start" and "end" (legend). In the semantic order a
+    cluster is one contiguous run of steps; in the raster and random orders its tokens are
+    spread over the whole scan, and the title says in how many runs. The axes cover the whole
+    token grid: the network pads the image, and tokens over the padding are scanned too."""
     height, width = image.shape[:2]
     w = assignment.shape[1]
-    in_cluster = assignment.reshape(-1)[order] == cluster  # one contiguous run (stable sort)
+    in_cluster = assignment.reshape(-1)[order] == cluster
     scanned = order[in_cluster]
-    first = int(np.flatnonzero(in_cluster)[0]) if scanned.size else 0
+    steps_all = np.flatnonzero(in_cluster)
     step = max(1, math.ceil(scanned.size / MAX_PATH_POINTS))
-    shown = scanned[::step]
+    shown, steps = scanned[::step], steps_all[::step]
     x = (shown % w + 0.5) * stride
     y = (shown // w + 0.5) * stride
     fig = go.Figure()
@@ -204,19 +217,40 @@ def scan_path_figure(image: np.ndarray, assignment: np.ndarray, order: np.ndarra
     fig.add_trace(go.Scatter(
         x=x, y=y, mode="markers", showlegend=False,
         marker=dict(size=8 if shown.size < 400 else 5 if shown.size < 2000 else 3,
-                    color=first + np.arange(shown.size) * step, colorscale="Viridis",
-                    colorbar=dict(title="scan step"), line=dict(width=0)),
+                    color=steps, colorscale="Viridis", colorbar=dict(title="scan step<br>(dark: first)"),
+                    line=dict(width=0)),
         hovertemplate="token (%{y:.0f}, %{x:.0f})<br>scan step %{marker.color}<extra></extra>"))
-    share = 100 * scanned.size / assignment.size
-    title = f"{block} cluster {cluster}: {scanned.size} tokens ({share:.1f}%)"
+    annotations = []
     if scanned.size:
-        title += f", scan steps {first}-{first + scanned.size - 1} of {assignment.size}"
+        for name, index, symbol, colour in (("start", 0, "triangle-right", "#2ca02c"),
+                                            ("end", -1, "square", "#d62728")):
+            fig.add_trace(go.Scatter(
+                x=[x[index]], y=[y[index]], mode="markers", name=f"{name} (step {steps[index]})",
+                marker=dict(symbol=symbol, size=15, color=colour, line=dict(color="white", width=2)),
+                hovertemplate=f"{name}: scan step {steps[index]}<extra></extra>"))
+        # arrows on evenly spaced segments of the path (consecutive tokens of the cluster)
+        segments = [i for i in np.linspace(0, shown.size - 2, min(MAX_ARROWS, shown.size - 1)).round().astype(int)
+                    if shown.size > 1 and (x[i], y[i]) != (x[i + 1], y[i + 1])]
+        for i in dict.fromkeys(segments):
+            annotations.append(dict(x=x[i + 1], y=y[i + 1], ax=x[i], ay=y[i], xref="x", yref="y", axref="x",
+                                    ayref="y", showarrow=True, arrowhead=2, arrowsize=1.3, arrowwidth=1.5,
+                                    arrowcolor="rgba(0,0,0,0.75)", text=""))
+    share = 100 * scanned.size / assignment.size
+    title = f"{block} cluster {cluster}: {scanned.size} tokens ({share:.1f}%), {scan_order} order"
+    if scanned.size:
+        runs = 1 + int(np.count_nonzero(np.diff(steps_all) > 1))
+        title += f", steps {steps_all[0]}-{steps_all[-1]} of {assignment.size}"
+        title += "" if runs == 1 else f" in {runs} runs"
     if step > 1:
         title += f" (1 in {step} shown)"
     fig.update_layout(title=dict(text=title, font=dict(size=13)), images=[_background(image)],
-                      margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white", height=460)
-    fig.update_xaxes(range=[0, width], showgrid=False, visible=False, constrain="domain")
-    fig.update_yaxes(range=[height, 0], showgrid=False, visible=False, scaleanchor="x")
+                      annotations=annotations, margin=dict(l=10, r=10, t=40, b=10), plot_bgcolor="white",
+                      height=460, legend=dict(orientation="h", x=0, y=-0.02, yanchor="top"))
+    # the whole token grid: tokens over the padding (beyond the image) are scanned too
+    fig.update_xaxes(range=[0, max(width, assignment.shape[1] * stride)], showgrid=False, visible=False,
+                     constrain="domain")
+    fig.update_yaxes(range=[max(height, assignment.shape[0] * stride), 0], showgrid=False, visible=False,
+                     scaleanchor="x")
     return fig
 
 
@@ -227,17 +261,32 @@ def scan_positions(order: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return steps.reshape(grid)
 
 
-def order_comparison_figure(assignment: np.ndarray, order: np.ndarray, block: str = "") -> go.Figure:
-    """The scan step of every token, cluster by cluster (the SAMB's order) next to plain raster
-    order, on the token grid with one shared colour scale."""
+def scan_orders(assignment: np.ndarray) -> dict[str, np.ndarray]:
+    """The block's permutation under each scan order (samic.layers.samb.scan_permutation, the
+    codec's own, default seed): "semantic" from these cluster ids, "raster", "random"."""
+    import torch
+
+    from samic.layers.samb import SCAN_ORDERS, ScanSettings, scan_permutation
+
+    ids = torch.from_numpy(np.ascontiguousarray(assignment).reshape(1, -1).astype(np.int64))
+    return {name: scan_permutation(ids, ScanSettings(order=name))[0].numpy() for name in SCAN_ORDERS}
+
+
+def order_comparison_figure(assignment: np.ndarray, order: np.ndarray, block: str = "",
+                            scan_order: str = "semantic") -> go.Figure:
+    """The scan step of every token under the three scan orders (semantic: cluster by cluster,
+    raster, random), side by side on the token grid with one shared colour scale. ``order`` is
+    the block's permutation in the file (``scan_order``), marked "this file"; the other two are
+    what the codec would do with the same cluster ids."""
     h, w = assignment.shape
     stride = max(1, math.ceil(max(h, w) / MAX_GRID_SIDE))
-    samb = scan_positions(order, (h, w))[::stride, ::stride]
-    raster = np.arange(h * w).reshape(h, w)[::stride, ::stride]
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.06,
-                        subplot_titles=("cluster by cluster (SAMB)", "raster (plain Mamba)"))
-    for col, steps in ((1, samb), (2, raster)):
-        fig.add_trace(go.Heatmap(z=steps, x=np.arange(0, w, stride), y=np.arange(0, h, stride),
+    orders = {**scan_orders(assignment), scan_order: order}
+    titles = [SCAN_ORDER_TITLES[name].replace("<br>", " (this file)<br>" if name == scan_order else "<br>")
+              for name in orders]
+    fig = make_subplots(rows=1, cols=len(orders), horizontal_spacing=0.04, subplot_titles=titles)
+    for col, name in enumerate(orders, start=1):
+        steps = scan_positions(orders[name], (h, w))[::stride, ::stride]
+        fig.add_trace(go.Heatmap(z=steps, x=np.arange(0, w, stride), y=np.arange(0, h, stride), name=name,
                                  coloraxis="coloraxis",
                                  hovertemplate="token (%{y}, %{x})<br>scan step %{z}<extra></extra>"),
                       row=1, col=col)
@@ -245,9 +294,10 @@ def order_comparison_figure(assignment: np.ndarray, order: np.ndarray, block: st
                          showticklabels=False, constrain="domain")
         fig.update_xaxes(showticklabels=False, row=1, col=col, constrain="domain")
     note = f", 1 in {stride} tokens per side shown" if stride > 1 else ""
-    fig.update_layout(title=dict(text=f"{block} scan order on the {h} x {w} token grid{note}", font=dict(size=13)),
-                      coloraxis=dict(colorscale="Viridis", cmin=0, cmax=h * w - 1, colorbar=dict(title="scan step")),
-                      margin=dict(l=10, r=10, t=60, b=10), height=380)
+    fig.update_layout(title=dict(text=f"{block} scan orders on the {h} x {w} token grid{note}", font=dict(size=13)),
+                      coloraxis=dict(colorscale="Viridis", cmin=0, cmax=h * w - 1,
+                                     colorbar=dict(title="scan step<br>(dark: first)")),
+                      margin=dict(l=10, r=10, t=80, b=10), height=360)
     return fig
 
 
