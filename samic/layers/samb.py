@@ -19,6 +19,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
@@ -194,12 +195,24 @@ class SemanticRouter(nn.Module):
     def _seed_centres(self, q: torch.Tensor, max_tokens: int = 8192) -> None:
         flat = q.reshape(-1, q.shape[-1])
         self.fit_centres(flat[torch.randperm(len(flat), device=flat.device)[:max_tokens]])
+        self._broadcast_state()
+
+    def _broadcast_state(self) -> None:
+        """Under DistributedDataParallel every process keeps rank 0's centres (seeding and
+        re-seeding draw tokens from each process's own batch)."""
+        if dist.is_available() and dist.is_initialized():
+            for tensor in (self.centres, self.usage, self.centres_ready):
+                dist.broadcast(tensor, 0)
 
     @torch.no_grad()
     def _update_centres(self, q: torch.Tensor, ids: torch.Tensor) -> None:
         flat = q.reshape(-1, q.shape[-1]).float()
         onehot = F.one_hot(ids.reshape(-1), self.n_clusters).to(flat.dtype)
         sums, counts = onehot.t() @ flat, onehot.sum(0)
+        distributed = dist.is_available() and dist.is_initialized()
+        if distributed:  # the running means see every process's tokens
+            dist.all_reduce(sums)
+            dist.all_reduce(counts)
         m = self.momentum
         used = counts > 0
         moved = F.normalize(m * self.centres + (1 - m) * F.normalize(sums, dim=-1), dim=-1)
@@ -210,6 +223,8 @@ class SemanticRouter(nn.Module):
             picks = torch.randint(len(flat), (int(dead.sum()),), device=flat.device)
             self.centres[dead] = flat[picks]
             self.usage[dead] = 1.0 / self.n_clusters
+            if distributed:
+                self._broadcast_state()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Weights of the first router design (LayerNorm, 6-octave PE, gradient-trained

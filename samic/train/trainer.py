@@ -231,6 +231,10 @@ class Trainer:
         if self.cfg.stage == 2:  # frozen encoder + entropy model: bitstreams stay decodable by both decoders
             for name, p in self.model.named_parameters():
                 p.requires_grad_(name.startswith("g_s_perceptual."))
+            # their SAMB routers too: in training mode a router moves its cluster centres
+            for name, module in self.model.named_modules():
+                if name.endswith(".router") and not name.startswith("g_s_perceptual."):
+                    module.eval()
 
     def _checkpoint_path(self) -> Path:
         return self.out_dir / "checkpoint.pt"
@@ -364,6 +368,7 @@ class Trainer:
         y, z, _ = model.analysis(pad_to_multiple(x), quality)
         y_hat = model.latent_codec.forward(y, z).y_hat
         model.train(was_training)
+        self._configure_trainable()  # (train() also woke the frozen routers)
         return y_hat
 
     # ------------------------------------------------------------------ validation
