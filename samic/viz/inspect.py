@@ -31,13 +31,13 @@ from samic.codec.image_io import load_image
 from samic.eval.classical import CODECS, bits_per_pixel, missing_codecs
 from samic.layers.samb import ScanSettings
 from samic.metrics import lpips_distance, ms_ssim, psnr
+from samic.quality import VALIDATION_QUALITIES
 from samic.models.samic import SAMIC
 
 Progress = Callable[[float, str], None]  # (fraction done in [0, 1], description)
 
 # Uploads above this many pixels are downscaled by prepare_image (CPU time grows linearly).
 DEFAULT_MAX_PIXELS = 2_000_000
-SAMIC_RD_QUALITIES = (0.0, 0.25, 0.5, 0.75, 1.0)
 # A few points per classical codec, spread from its lowest rate to well above SAMIC's range.
 CLASSICAL_RD_QUALITIES = {
     "jpeg": (5, 10, 20, 35, 50, 75),
@@ -223,7 +223,7 @@ def inspect_image(image, quality: float, decoder: str | None = None, model: SAMI
         padded_size=(padded_h, padded_w), phase_seconds=phases)
 
 
-def rd_curve(image, model: SAMIC | None = None, qualities=SAMIC_RD_QUALITIES, decoder: str | None = None,
+def rd_curve(image, model: SAMIC | None = None, qualities=VALIDATION_QUALITIES, decoder: str | None = None,
              progress: Progress | None = None) -> list[RDPoint]:
     """SAMIC's rate-distortion points for one image: one real compress/decompress per quality."""
     model = default_model() if model is None else model
@@ -328,8 +328,8 @@ def cached_rd_curves(image, decoder: str | None = None, model: SAMIC | None = No
     key = (image_digest(rgb), decoder, _model_key(model))
     curves = RD_CURVES.get(key)
     if curves is None:
-        share = len(SAMIC_RD_QUALITIES) / (len(SAMIC_RD_QUALITIES) + sum(map(len, CLASSICAL_RD_QUALITIES.values())))
-        samic = rd_curve(rgb, model, SAMIC_RD_QUALITIES, decoder,
+        share = len(VALIDATION_QUALITIES) / (len(VALIDATION_QUALITIES) + sum(map(len, CLASSICAL_RD_QUALITIES.values())))
+        samic = rd_curve(rgb, model, VALIDATION_QUALITIES, decoder,
                          None if progress is None else lambda f, d: progress(f * share, d))
         classical = classical_rd_curves(rgb, progress=None if progress is None
                                         else lambda f, d: progress(share + f * (1 - share), d))
