@@ -70,6 +70,21 @@ def test_stage2_trains_only_the_perceptual_decoder(tmp_path):
         assert torch.equal(value, discriminator[name]), name
 
 
+def test_stage2_validation_reports_the_critic_on_held_out_crops(tmp_path):
+    """Issue 16: the log says whether the critic beats chance, on crops it never trained on."""
+    import csv
+
+    train(tiny_config(tmp_path / "s1", steps=1))
+    train(tiny_config(tmp_path / "s2", stage=2, steps=2, init=str(tmp_path / "s1" / "checkpoint.pt"),
+                      gan_weight=0.1, val_every=2))
+    rows = list(csv.DictReader(open(tmp_path / "s2" / "val_log.csv")))
+    perceptual = [r for r in rows if r["decoder"] == "perceptual"]
+    assert perceptual and all(0 <= float(r["critic_acc"]) <= 1 and float(r["d_real"]) >= 0 for r in perceptual)
+    assert all(r["critic_acc"] == "nan" for r in rows if r["decoder"] == "mse")
+    log = list(csv.DictReader(open(tmp_path / "s2" / "train_log.csv")))
+    assert {"d_loss", "d_real", "d_fake"} <= set(log[0])
+
+
 def test_critic_trains_before_the_generators_gan_term(tmp_path):
     """A fresh critic learns from step 0; the generator sees its gradients only from gan_start."""
     train(tiny_config(tmp_path / "s1", steps=1))

@@ -351,6 +351,8 @@ class Trainer:
             real_logits = self.discriminator(x, y_hat)
             fake_logits = self.discriminator(out.x_hat.detach(), y_hat)
             d_loss = losses.hinge_discriminator_loss(real_logits, fake_logits)
+            stats["d_real"] = torch.relu(1 - real_logits).mean().item()  # the two hinge terms of d_loss
+            stats["d_fake"] = torch.relu(1 + fake_logits).mean().item()
             self.disc_optimizer.zero_grad(set_to_none=True)
             d_loss.backward()
             self.disc_optimizer.step()
@@ -380,7 +382,8 @@ class Trainer:
         decoders = ("mse", "perceptual") if self.cfg.stage == 2 else ("mse",)
         for decoder in decoders:
             for q in qualities:
-                bpps, psnrs, lp = [], [], []
+                bpps, psnrs, lp, critic = [], [], [], []
+                judge = self.discriminator is not None and decoder == "perceptual"
                 for i in range(0, x.shape[0], 4):
                     xb = x[i:i + 4]
                     out = self.model(xb, quality=q, decoder=decoder, scan=self.scan)
@@ -390,13 +393,32 @@ class Trainer:
                     psnrs.append(losses.psnr_from_mse(losses.per_sample_mse(x_hat, xb)))
                     if self.lpips is not None:
                         lp.append(self.lpips(x_hat, xb).view(-1))
+                    if judge:
+                        critic.append(self._critic_scores(xb, out.x_hat, q))
                 row = {"step": self.step, "decoder": decoder, "quality": q,
                        "bpp": torch.cat(bpps).mean().item(), "psnr": torch.cat(psnrs).mean().item(),
                        "lpips": torch.cat(lp).mean().item() if lp else float("nan")}
+                if self.discriminator is not None:  # held-out crops: does the critic beat chance?
+                    names = ("critic_real_acc", "critic_fake_acc", "critic_acc", "d_real", "d_fake")
+                    row.update({n: float(np.mean([c[n] for c in critic])) if critic else math.nan for n in names})
                 rows.append(row)
         self.model.train()
         self._configure_trainable()
         return rows
+
+    @torch.no_grad()
+    def _critic_scores(self, x: torch.Tensor, x_hat: torch.Tensor, quality: float) -> dict[str, float]:
+        """The critic on real crops and their decoded versions (patch logits): the share it
+        calls right on each side (> 0 real, < 0 decoded), their mean, and both hinge terms."""
+        critic = self._disc_module()
+        was_training = critic.training
+        critic.eval()
+        y_hat = self._y_hat(x, torch.full((x.shape[0],), float(quality), device=x.device))
+        real, fake = critic(x, y_hat), critic(x_hat, y_hat)
+        critic.train(was_training)
+        real_acc, fake_acc = (real > 0).float().mean().item(), (fake < 0).float().mean().item()
+        return {"critic_real_acc": real_acc, "critic_fake_acc": fake_acc, "critic_acc": (real_acc + fake_acc) / 2,
+                "d_real": torch.relu(1 - real).mean().item(), "d_fake": torch.relu(1 + fake).mean().item()}
 
     # ------------------------------------------------------------------ loop
     def _append_csv(self, name: str, rows: list[dict]) -> None:
