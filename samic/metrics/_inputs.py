@@ -23,7 +23,8 @@ def to_8bit(x: np.ndarray | torch.Tensor, name: str = "x") -> tuple[torch.Tensor
             raise ValueError(f"{name}: numpy input must be uint8 (H, W, 3), got {x.dtype}")
         if x.ndim not in (3, 4):
             raise ValueError(f"{name}: expected (H, W, 3) or (B, H, W, 3), got shape {x.shape}")
-        t = torch.from_numpy(np.ascontiguousarray(x)).movedim(-1, -3)
+        # (a writable copy only when needed: decoded images may be read-only views)
+        t = torch.from_numpy(np.require(x, requirements=("C", "W"))).movedim(-1, -3)
     elif isinstance(x, torch.Tensor):
         t = x.detach()
     else:
