@@ -23,7 +23,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 KODAK = ROOT / ".." / "shared" / "data" / "kodak"
 MAX_PIXELS = 20_000  # the test server downscales anything larger (the default is 2 MP)
-N_OUTPUTS = 18  # what /inspect returns (its session States are not part of the API)
+N_OUTPUTS = 22  # what /inspect returns (its session States are not part of the API)
 
 
 def free_port() -> int:
@@ -111,9 +111,12 @@ def metric_table(output: dict) -> dict[str, float]:
 def check_outputs(outputs: tuple, size: tuple[int, int], quality: float) -> dict[str, float]:
     """Every output of /inspect is present and consistent; returns the metrics table."""
     assert len(outputs) == N_OUTPUTS
-    (info, (original, reconstruction), table, samic_file, png_file, diff, bits, spectrum,
+    (info, compare, table, samic_file, png_file, diff, bits, spectrum,
      block, cluster, overlay, position_overlay, router_text, entropy, scan_path, scan_map,
-     order_table, order_text) = outputs
+     order_table, order_text, same_table, same_text, same_slider, zoom) = outputs
+    assert same_table["value"]["data"] == [] and "Press the button" in same_text  # on demand only
+    original, reconstruction = compare["value"]  # the slider's label names the key it shows
+    assert f"quality {quality:.2f}" in compare["label"] and "mse decoder" in compare["label"]
     assert f"quality {quality:.2f}" in info and "pos_gate" in router_text
     assert order_table["value"]["data"] == [] and "Press the button" in order_text  # cleared: on demand only
     assert position_overlay["visible"] is False
@@ -214,7 +217,7 @@ def test_bad_uploads_give_readable_errors(server, tmp_path):
 def test_large_upload_is_downscaled_with_notice(server, crops):
     outputs = inspect(Client(server.url, verbose=False), crops["large"], 0.5)
     assert "downscaled from 200 x 150" in outputs[0]
-    with Image.open(outputs[1][1]) as image:
+    with Image.open(outputs[1]["value"][1]) as image:
         assert image.width * image.height <= MAX_PIXELS
 
 

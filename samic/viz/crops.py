@@ -162,12 +162,12 @@ def _font(size: int, bold: bool = False) -> ImageFont.ImageFont:
 
 
 def render_crop_comparison(result: CropComparison, scale: int = 2, thumbnail: bool = True, columns: int = 3,
-                           gap: int = 8) -> np.ndarray:
+                           gap: int = 8, title: str | None = None) -> np.ndarray:
     """The crops in a grid of ``columns`` (reading order: the whole image with the box when
     ``thumbnail``, the original crop, then the panels), each magnified ``scale`` times (nearest,
     so coding artefacts stay visible) and labelled underneath with codec, bpp, PSNR and
-    LPIPS-Alex. Two title lines name the image, the box, the target rate and the weights.
-    Returns uint8 (H, W, 3)."""
+    LPIPS-Alex. Two title lines name the image, the box, the target rate and the weights
+    (``title`` replaces the first). Returns uint8 (H, W, 3)."""
     crop_h, crop_w = result.original.shape[:2]
     panel_h, panel_w = crop_h * scale, crop_w * scale
     unit = max(1.0, panel_w / 320)  # text size follows the panel width
@@ -196,9 +196,10 @@ def render_crop_comparison(result: CropComparison, scale: int = 2, thumbnail: bo
                        (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     left, top, right, bottom = result.box
-    draw.text((gap, round(4 * unit)), f"{result.name}, crop ({left}, {top})-({right}, {bottom}), target "
-              f"{result.target_bpp:g} bpp; SAMIC {result.model}, both decoders read the same file",
-              fill=(0, 0, 0), font=font)
+    if title is None:
+        title = (f"{result.name}, crop ({left}, {top})-({right}, {bottom}), target {result.target_bpp:g} bpp; "
+                 f"SAMIC {result.model}, both decoders read the same file")
+    draw.text((gap, round(4 * unit)), title, fill=(0, 0, 0), font=font)
     draw.text((gap, round(4 * unit) + line_h), "bpp: the whole image's file; PSNR and LPIPS-Alex: on the crop",
               fill=(60, 60, 60), font=font)
     for i, (tile, label, numbers) in enumerate(tiles):

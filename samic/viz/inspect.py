@@ -10,6 +10,9 @@ the file stores it and the decoder follows it, so all of the above comes from th
 ``classical_rd_curves`` give this image's rate-distortion points for SAMIC and for JPEG, WebP
 and AVIF (real encoders). ``cached_inspect_image`` and ``cached_rd_curves`` memoize both per
 (image content, quality, decoder, scan order, model) in small thread-safe LRU caches.
+``iter_inspect_image`` and ``iter_rd_curves`` are the same work in stages, for a page that
+shows each result as soon as it exists: the decoded file first (a ``Decoded``), then the
+full Inspection; the RD curves point by point.
 
 All arrays are numpy, batch dimension removed, and read-only (cached results are shared).
 """
@@ -20,7 +23,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from typing import Callable, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 from PIL import Image
@@ -38,11 +41,12 @@ Progress = Callable[[float, str], None]  # (fraction done in [0, 1], description
 
 # Uploads above this many pixels are downscaled by prepare_image (CPU time grows linearly).
 DEFAULT_MAX_PIXELS = 2_000_000
-# A few points per classical codec, spread from its lowest rate to well above SAMIC's range.
+# A few points per classical codec, spread from its lowest rate to well above SAMIC's range
+# (four each: every point is a real file measured three ways, which dominates the chart's time).
 CLASSICAL_RD_QUALITIES = {
-    "jpeg": (5, 10, 20, 35, 50, 75),
-    "webp": (0, 5, 15, 30, 50, 75),
-    "avif": (0, 15, 30, 45, 60, 75),
+    "jpeg": (5, 15, 35, 75),
+    "webp": (0, 10, 30, 75),
+    "avif": (0, 20, 45, 75),
 }
 
 
@@ -61,6 +65,19 @@ class Spectrum(NamedTuple):
     singular_values: np.ndarray  # (C,) float32
     thresholded: np.ndarray  # (C,) float32, max(s - threshold, 0)
     threshold: float  # the absolute soft threshold tau
+
+
+class Decoded(NamedTuple):
+    """The first stage of an inspection: the real file and what it decodes to, not yet measured."""
+
+    original: np.ndarray  # (H, W, 3) uint8
+    reconstruction: np.ndarray  # (H, W, 3) uint8, decoded from ``data``
+    data: bytes  # the .samic file
+    quality: float  # as stored in the file
+    decoder: str
+    scan_order: str  # as stored in the file
+    encode_seconds: float
+    decode_seconds: float
 
 
 class Inspection(NamedTuple):
@@ -135,6 +152,16 @@ def _report(progress: Progress | None, fraction: float, description: str) -> Non
         progress(fraction, description)
 
 
+MIN_SIDE = 16  # the quality measures compare the images at several scales down to an 11-pixel window
+
+
+def check_image_size(width: int, height: int, how: str = "") -> None:
+    """ValueError, in plain words, for an image too small or too thin to code and measure."""
+    if min(width, height) < MIN_SIDE:
+        raise ValueError(f"This image is {width} x {height} pixels{how}: the app needs at least {MIN_SIDE} pixels "
+                         f"on each side to measure the quality. Use a larger or less elongated image.")
+
+
 def prepare_image(image, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, str | None]:
     """Load ``image`` (path, PIL image or array; see samic.codec.image_io) as uint8 (H, W, 3)
     and downscale it (Lanczos, aspect kept) when it has more than ``max_pixels`` pixels.
@@ -145,10 +172,12 @@ def prepare_image(image, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[n
     rgb = load_image(image)
     height, width = rgb.shape[:2]
     if max_pixels is None or height * width <= max_pixels:
+        check_image_size(width, height)
         return rgb, None
     scale = math.sqrt(max_pixels / (height * width))
     new_w, new_h = max(1, int(width * scale)), max(1, int(height * scale))
     small = np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.LANCZOS))
+    check_image_size(new_w, new_h, f" after downscaling from {width} x {height} to fit {max_pixels / 1e6:g} MP")
     notice = (f"The image was downscaled from {width} x {height} to {new_w} x {new_h} pixels "
               f"(limit {max_pixels / 1e6:g} MP).")
     return np.ascontiguousarray(small), notice
@@ -170,17 +199,10 @@ def _block_clusters(block, padded_height: int) -> BlockClusters:
                          stride=padded_height // block.assignment.shape[1])
 
 
-def inspect_image(image, quality: float, decoder: str | None = None, model: SAMIC | None = None,
-                  progress: Progress | None = None, scan_order: str = "semantic") -> Inspection:
-    """Compress and decompress ``image`` with the real codec, trace on, and collect what the app shows.
-
-    image: a path, PIL image or uint8 array (coded as it is: see ``prepare_image`` for the
-    downscaling the app applies). quality in [0, 1]. decoder: "mse", "perceptual" or None
-    (perceptual when the model has it). model: a SAMIC (None: the shipped weights).
-    ``progress(fraction, description)`` is called between the steps. scan_order: every SAMB's
-    scan order ("semantic", "raster", "random"), stored in the file's header; the decoder
-    follows the header, so the reconstruction, the metrics and the scan maps all come from it.
-    """
+def iter_inspect_image(image, quality: float, decoder: str | None = None, model: SAMIC | None = None,
+                       progress: Progress | None = None, scan_order: str = "semantic") -> Iterator[Decoded | Inspection]:
+    """``inspect_image`` in two stages: yields a ``Decoded`` as soon as the file is written and
+    decoded, then the full ``Inspection`` (metrics, clusters, spectrum, bits)."""
     model = default_model() if model is None else model
     decoder = choose_decoder(model, decoder)
     ScanSettings(order=scan_order).validated()  # a readable error before any work
@@ -196,6 +218,10 @@ def inspect_image(image, quality: float, decoder: str | None = None, model: SAMI
     reconstruction, decoded = decode_traced(data, model, decoder)
     decode_seconds = time.perf_counter() - start
     quality = float(np.float32(quality))  # what the file stores (encode_traced validated it)
+    stored_order = read_header(data).scan_order
+    yield Decoded(original=_read_only(rgb), reconstruction=_read_only(reconstruction), data=data, quality=quality,
+                  decoder=decoder, scan_order=stored_order, encode_seconds=encode_seconds,
+                  decode_seconds=decode_seconds)
 
     _report(progress, 0.75, "measuring PSNR, MS-SSIM, LPIPS")
     metrics = image_metrics(rgb, reconstruction)
@@ -213,14 +239,29 @@ def inspect_image(image, quality: float, decoder: str | None = None, model: SAMI
     phases = {**{f"encode {k}": v for k, v in encoded.seconds.items()},
               **{f"decode {k}": v for k, v in decoded.seconds.items()}}
     _report(progress, 1.0, "done")
-    return Inspection(
+    yield Inspection(
         original=_read_only(rgb), reconstruction=_read_only(reconstruction), data=data,
-        quality=quality, decoder=decoder, scan_order=read_header(data).scan_order, model_name=model.config.name,
+        quality=quality, decoder=decoder, scan_order=stored_order, model_name=model.config.name,
         bpp=bpp, compression_ratio=24.0 / bpp,
         encode_seconds=encode_seconds, decode_seconds=decode_seconds, **metrics,
         estimated_bpp=float(decoded.latents.bits_y.sum() + decoded.latents.bits_z.sum()) / (height * width),
         blocks=blocks, spectrum=spectrum, bits_y=_read_only(bits_y), bits_z=_read_only(bits_z),
         padded_size=(padded_h, padded_w), phase_seconds=phases)
+
+
+def inspect_image(image, quality: float, decoder: str | None = None, model: SAMIC | None = None,
+                  progress: Progress | None = None, scan_order: str = "semantic") -> Inspection:
+    """Compress and decompress ``image`` with the real codec, trace on, and collect what the app shows.
+
+    image: a path, PIL image or uint8 array (coded as it is: see ``prepare_image`` for the
+    downscaling the app applies). quality in [0, 1]. decoder: "mse", "perceptual" or None
+    (perceptual when the model has it). model: a SAMIC (None: the shipped weights).
+    ``progress(fraction, description)`` is called between the steps. scan_order: every SAMB's
+    scan order ("semantic", "raster", "random"), stored in the file's header; the decoder
+    follows the header, so the reconstruction, the metrics and the scan maps all come from it.
+    """
+    *_, inspection = iter_inspect_image(image, quality, decoder, model, progress, scan_order)
+    return inspection
 
 
 def rd_curve(image, model: SAMIC | None = None, qualities=VALIDATION_QUALITIES, decoder: str | None = None,
@@ -318,6 +359,65 @@ def cached_inspect_image(image, quality: float, decoder: str | None = None, mode
     return result
 
 
+def cached_iter_inspect_image(image, quality: float, decoder: str | None = None, model: SAMIC | None = None,
+                              progress: Progress | None = None,
+                              scan_order: str = "semantic") -> Iterator[Decoded | Inspection]:
+    """``iter_inspect_image`` through the cache: a cached inspection is yielded at once, alone."""
+    model = default_model() if model is None else model
+    decoder = choose_decoder(model, decoder)
+    rgb = load_image(image)
+    key = (image_digest(rgb), float(np.float32(quality)), decoder, scan_order, _model_key(model))
+    result = INSPECTIONS.get(key)
+    if result is not None:
+        yield result
+        return
+    for stage in iter_inspect_image(rgb, quality, decoder, model, progress, scan_order):
+        if isinstance(stage, Inspection):
+            INSPECTIONS.put(key, stage)
+        yield stage
+
+
+def iter_rd_curves(image, decoder: str | None = None, model: SAMIC | None = None,
+                   progress: Progress | None = None) -> Iterator[dict[str, list[RDPoint]]]:
+    """``cached_rd_curves`` point by point: yields the curves so far ({codec: [RDPoint]}) after
+    each new point, the classical codecs first (fast), then SAMIC; the last yield is complete
+    and cached. SAMIC points already in the inspection cache (semantic order) are reused. A
+    cached set is yielded once."""
+    model = default_model() if model is None else model
+    decoder = choose_decoder(model, decoder)
+    rgb = load_image(image)
+    digest = image_digest(rgb)
+    key = (digest, decoder, _model_key(model))
+    cached = RD_CURVES.get(key)
+    if cached is not None:
+        yield cached
+        return
+    missing = missing_codecs()
+    jobs = [(name, q) for name, qs in CLASSICAL_RD_QUALITIES.items() if name not in missing for q in qs]
+    jobs += [("samic", q) for q in VALIDATION_QUALITIES]
+    codecs = {name: CODECS[name]() for name in CLASSICAL_RD_QUALITIES if name not in missing}
+    curves: dict[str, list[RDPoint]] = {"samic": [], **{name: [] for name in codecs}}
+    for i, (name, quality) in enumerate(jobs):
+        _report(progress, i / len(jobs), f"{name} at quality {quality:g}")
+        if name == "samic":
+            seen = INSPECTIONS.get((digest, float(np.float32(quality)), decoder, "semantic", _model_key(model)))
+            if seen is not None:
+                point = RDPoint("samic", float(quality), seen.bpp, seen.psnr, seen.ms_ssim, seen.lpips)
+            else:
+                data = compress_image(rgb, quality, model)
+                point = RDPoint("samic", float(quality), bits_per_pixel(data, rgb.shape),
+                                **image_metrics(rgb, decompress_image(data, model, decoder)))
+        else:
+            data = codecs[name].encode(rgb, quality)
+            point = RDPoint(name, float(quality), bits_per_pixel(data, rgb.shape),
+                            **image_metrics(rgb, codecs[name].decode(data)))
+        curves[name].append(point)
+        if i + 1 < len(jobs):
+            yield {codec: list(points) for codec, points in curves.items()}
+    RD_CURVES.put(key, curves)
+    yield curves
+
+
 def cached_rd_curves(image, decoder: str | None = None, model: SAMIC | None = None,
                      progress: Progress | None = None) -> dict[str, list[RDPoint]]:
     """SAMIC (default qualities) and JPEG/WebP/AVIF curves of one image, memoized per
@@ -325,14 +425,5 @@ def cached_rd_curves(image, decoder: str | None = None, model: SAMIC | None = No
     model = default_model() if model is None else model
     decoder = choose_decoder(model, decoder)
     rgb = load_image(image)
-    key = (image_digest(rgb), decoder, _model_key(model))
-    curves = RD_CURVES.get(key)
-    if curves is None:
-        share = len(VALIDATION_QUALITIES) / (len(VALIDATION_QUALITIES) + sum(map(len, CLASSICAL_RD_QUALITIES.values())))
-        samic = rd_curve(rgb, model, VALIDATION_QUALITIES, decoder,
-                         None if progress is None else lambda f, d: progress(f * share, d))
-        classical = classical_rd_curves(rgb, progress=None if progress is None
-                                        else lambda f, d: progress(share + f * (1 - share), d))
-        curves = {"samic": samic, **classical}
-        RD_CURVES.put(key, curves)
+    *_, curves = iter_rd_curves(rgb, decoder, model, progress)
     return curves

@@ -348,10 +348,11 @@ def spectrum_figure(singular_values: np.ndarray | None, thresholded: np.ndarray 
     return fig
 
 
-def rd_figure(curves: dict[str, Sequence], metric: str = "psnr", current=None) -> go.Figure:
+def rd_figure(curves: dict[str, Sequence], metric: str = "psnr", current=None, title: str | None = None) -> go.Figure:
     """Rate-distortion curves of one image (codec -> RDPoints, see samic.viz.inspect) for
     ``metric`` ("psnr", "ms_ssim" or "lpips") with the ``current`` point (anything with
-    .bpp and the metric as attributes, e.g. an Inspection) marked by a star."""
+    .bpp and the metric as attributes, e.g. an Inspection) marked by a star. ``title`` (say,
+    the image, quality and decoder it was made for) replaces the generic one."""
     if metric not in METRIC_LABELS:
         raise ValueError(f"metric must be one of {', '.join(METRIC_LABELS)}, got {metric!r}")
     fig = go.Figure()
@@ -366,7 +367,7 @@ def rd_figure(curves: dict[str, Sequence], metric: str = "psnr", current=None) -
         fig.add_trace(go.Scatter(x=[current.bpp], y=[getattr(current, metric)], mode="markers",
                                  name="current", marker=dict(symbol="star", size=16, color="gold",
                                                              line=dict(color="black", width=1))))
-    fig.update_layout(title=dict(text="this image's rate-distortion curves (real files)", font=dict(size=13)),
+    fig.update_layout(title=dict(text=title or "this image's rate-distortion curves (real files)", font=dict(size=13)),
                       xaxis_title="bits per pixel", yaxis_title=METRIC_LABELS[metric],
                       margin=dict(l=10, r=10, t=40, b=10), height=420)
     return fig
