@@ -265,7 +265,7 @@ class BlockMap:
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+    return torch.from_numpy(np.require(rgb, requirements=("C", "W"))).permute(2, 0, 1)[None].float() / 255.0
 
 
 def cluster_maps(model, x: torch.Tensor, quality: float = 0.5,
