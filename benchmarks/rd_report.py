@@ -285,12 +285,12 @@ def write_results_doc(doc: Path, folder: Path, tests: list[RDResults], anchors: 
 
 CLUSTERS_COMMAND = "samic bench clusters --dataset ../shared/data/kodak --json > results/kodak/clusters.json"
 ABLATION_COMMAND = "samic bench scan-ablation --dataset ../shared/data/kodak --json > results/kodak/scan-ablation.json"
-SAMB_TRAINING = REPO / "results" / "samb-training.json"
+SAMB_TRAINING = REPO / "results" / "samb-training"  # report.json files of samic bench train
 
 
 def samb_markdown(folder: Path) -> list[str]:
     """The SAMB section (issue 13): cluster statistics, the scan ablation with the shipped
-    weights, and the training comparisons (results/samb-training.json, from samic bench train)."""
+    weights, and the training comparisons (results/samb-training/*.json, from samic bench train)."""
     from samic.bench import clusters, scan_ablation
 
     parts = ["## SAMB: clusters and scan order", ""]
@@ -310,16 +310,14 @@ def samb_markdown(folder: Path) -> list[str]:
                   "SAMB in another scan order, without its recurrence (y = D·u, the state removed) or with the "
                   "scan's output zeroed. The same orders with real files: `samic compress --scan-order`.", "",
                   scan_ablation.format_table(report), ""]
-    if SAMB_TRAINING.is_file():
-        data = json.loads(SAMB_TRAINING.read_text())
-        parts += [f"Training comparisons (`{data['command']}`): the same start, data and steps, validation on "
-                  "held-out training-pool crops (never Kodak); cost = bpp + λ·255²·MSE averaged over q = 0, "
-                  "0.25, …, 1 (lower is better). " + data.get("note", ""), "",
-                  "| variant | steps | validation cost | PSNR at 0.15 bpp | PSNR at 0.3 bpp |", "|---|---:|---:|---:|---:|"]
-        for row in data["rows"]:
-            cells = [f"{row[k]:.2f}" if isinstance(row[k], float) else "-" for k in ("psnr_at_0.15", "psnr_at_0.3")]
-            parts.append(f"| {row['variant']} | {row['step']} | {row['val_cost']:.4f} | {cells[0]} | {cells[1]} |")
-        parts.append("")
+    for path in sorted(SAMB_TRAINING.glob("*.json")):
+        from samic.bench import train as bench_train
+
+        report = json.loads(path.read_text())
+        parts += [f"Training comparison `{path.stem}` ({_repo_rel(path)}, the report of `samic bench train`; "
+                  "the same start, data, seed and steps; validation on held-out training-pool crops, never "
+                  "Kodak; cost = bpp + λ·255²·MSE over the quality sweep, lower is better):", "",
+                  "```", bench_train.format_table(report), "```", ""]
     if len(parts) == 2:
         parts += ["(not measured yet)", ""]
     return parts
