@@ -278,19 +278,29 @@ def build_demo(model, examples_dir: Path = EXAMPLES_DIR, max_pixels: int = DEFAU
             yield render.rd_figure(curves, METRICS[metric], inspection,
                                    title=title + ("" if done else " (computing...)"))
 
+    newest: dict[str, int] = {}  # session -> number of its newest page request
+    counter = iter(range(1, 1 << 62))
+
     def page(file, quality, decoder, scan_order, block, cluster, opacity, position_only, shown_block,
-             metric, progress=gr.Progress()):
-        """What the page runs on a new image or setting: the panels, then the RD chart."""
+             metric, request: gr.Request, progress=gr.Progress()):
+        """What the page runs on a new image or setting: the panels, then the RD chart. A newer
+        request of the same session supersedes this one: it stops before its next output."""
+        session = getattr(request, "session_hash", None) or "api"
+        newest[session] = token = next(counter)
         if file is None:
             return
         state = None
         for update in panels(file, quality, decoder, scan_order, block, cluster, opacity, position_only,
                              shown_block, progress):
+            if newest.get(session) != token:
+                return
             state = update.get(inspection_state, state)
             if state is None:
                 update = {**update, rd_plot: None}  # the chart of another setting is never left up
             yield update
         for figure in rd_updates(state, metric, progress):
+            if newest.get(session) != token:
+                return
             yield {rd_plot: figure}
 
     def orders(state, progress=gr.Progress()):
@@ -481,19 +491,18 @@ def build_demo(model, examples_dir: Path = EXAMPLES_DIR, max_pixels: int = DEFAU
         same_event = same_button.click(same_size, inputs=[inspection_state, same_left, same_right],
                                        outputs=[same_table, same_text, same_slider, zoom, same_state],
                                        api_name="same_size")
-        # The page: each new image or setting cancels the run in progress (panels or RD chart) and
-        # starts over, so a late result of an earlier setting can never land (the cancel is wired
-        # onto the event itself below). Keyboard changes of the slider fire .change, not .release.
+        # The page: each new image or setting starts at once (trigger_mode "multiple") and takes the
+        # session's newest-request token; the run it supersedes (panels or RD chart) sees that between
+        # steps and stops without yielding, so a late result of an earlier setting never lands.
+        # Keyboard changes of the slider fire .change, not .release.
         page_event = gr.on([file.change, quality.change, decoder.input, scan_order.input], page,
                            inputs=[*inspect_inputs, rd_metric], outputs=[*inspect_outputs, rd_plot],
                            trigger_mode="multiple", concurrency_limit=4, concurrency_id="page",
                            cancels=[order_event, same_event], api_visibility="private")
-        demo.fns[page_event["id"]].cancels.append(page_event["id"])
         api_inspect.click(analyse, inputs=inspect_inputs, outputs=inspect_outputs, api_name="inspect",
                           concurrency_limit=4, concurrency_id="page")
         rd_event = rd_metric.input(rd, inputs=[inspection_state, rd_metric], outputs=rd_plot, api_name="rd_metric",
                                    trigger_mode="multiple", concurrency_limit=4, concurrency_id="page")
-        demo.fns[rd_event["id"]].cancels.append(rd_event["id"])
         api_rd.click(rd, inputs=[inspection_state, rd_metric], outputs=rd_plot, api_name="rd_curve",
                      concurrency_limit=4, concurrency_id="page")
         gr.on([block.input, cluster.input, opacity.release, position_only.input], views_api,
