@@ -265,7 +265,7 @@ def write_results_doc(doc: Path, folder: Path, tests: list[RDResults], anchors: 
                   f"Interactive: `{_rel(plot.with_suffix('.html'), doc)}`.", ""]
     parts += ["### Rate points", ""] + [rate_points(r) for r in [*tests, *anchors]]
     parts += [report.replace("\n## ", "\n### ").replace("## BD-rate", "### BD-rate", 1)]
-    parts += samb_markdown(folder)
+    parts += samb_markdown(SAMB_RESULTS)
     parts += ["## Speed and memory against image size", "",
               f"Measured by `OMP_WAIT_POLICY=PASSIVE {SCALING_COMMAND}` ({_repo_rel(scaling)}).", ""]
     if scaling.is_file():
@@ -283,18 +283,19 @@ def write_results_doc(doc: Path, folder: Path, tests: list[RDResults], anchors: 
     doc.write_text("\n".join(parts).rstrip() + "\n")
 
 
-CLUSTERS_COMMAND = "samic bench clusters --dataset ../shared/data/kodak --json > results/kodak/clusters.json"
-ABLATION_COMMAND = "samic bench scan-ablation --dataset ../shared/data/kodak --json > results/kodak/scan-ablation.json"
-SAMB_TRAINING = REPO / "results" / "samb-training"  # report.json files of samic bench train
+SAMB_RESULTS = REPO / "results" / "samb"  # not in results/kodak, whose every JSON is an RD curve
+CLUSTERS_COMMAND = "samic bench clusters --dataset ../shared/data/kodak --json > results/samb/clusters-kodak.json"
+ABLATION_COMMAND = "samic bench scan-ablation --dataset ../shared/data/kodak --json > results/samb/scan-ablation-kodak.json"
+SAMB_TRAINING = SAMB_RESULTS / "training"  # report.json files of samic bench train
 
 
 def samb_markdown(folder: Path) -> list[str]:
     """The SAMB section (issue 13): cluster statistics, the scan ablation with the shipped
-    weights, and the training comparisons (results/samb-training/*.json, from samic bench train)."""
+    weights, and the training comparisons (results/samb/training/*.json, from samic bench train)."""
     from samic.bench import clusters, scan_ablation
 
     parts = ["## SAMB: clusters and scan order", ""]
-    cluster_file, ablation_file = folder / "clusters.json", folder / "scan-ablation.json"
+    cluster_file, ablation_file = folder / "clusters-kodak.json", folder / "scan-ablation-kodak.json"
     if cluster_file.is_file():
         report = clusters.ClusterReport.from_dict(json.loads(cluster_file.read_text()))
         parts += [f"Measured by `OMP_WAIT_POLICY=PASSIVE {CLUSTERS_COMMAND}` (every SAMB's cluster map of "
