@@ -47,15 +47,17 @@ def cluster_overlay(image: np.ndarray, assignment: np.ndarray, stride: int, opac
     Cluster boundaries are darkened; a legend strip (cluster id on its colour, share of tokens)
     is appended below. Returns uint8 (H [+ legend], W, 3).
     """
+    from skimage.color import label2rgb
+    from skimage.segmentation import find_boundaries
+
     height, width = image.shape[:2]
     ids = upsample_tokens(assignment, stride, (height, width))
-    colors = PALETTE[ids % len(PALETTE)].astype(np.float32)
-    out = (1 - opacity) * image.astype(np.float32) + opacity * colors
+    # label2rgb colours the labels present in increasing order: give cluster k PALETTE[k]
+    colors = [PALETTE[k % len(PALETTE)] / 255.0 for k in np.unique(ids)]
+    out = 255 * label2rgb(ids, image / 255.0, colors=colors, alpha=opacity, bg_label=-1, image_alpha=1.0,
+                          saturation=1.0)
     if boundaries and opacity > 0:
-        edge = np.zeros((height, width), bool)
-        edge[1:] |= ids[1:] != ids[:-1]
-        edge[:, 1:] |= ids[:, 1:] != ids[:, :-1]
-        out[edge] *= 1 - 0.6 * min(1.0, 2 * opacity)
+        out[find_boundaries(ids, mode="inner")] *= 1 - 0.6 * min(1.0, 2 * opacity)
     out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
     if not legend:
         return out
