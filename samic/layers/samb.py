@@ -288,13 +288,12 @@ class SAMB(nn.Module):
         """x (B, C, H, W) -> (B, C, H, W), plus SAMBIntermediates when asked (else None).
 
         ``scan`` picks the scan order, the state-less ablation and the scan backend."""
-        batch, channels, height, width = x.shape
-        length = height * width
-        tokens = x.flatten(2).transpose(1, 2)  # (B, L, C)
+        batch, _, height, width = x.shape
+        tokens = rearrange(x, "b c h w -> b (h w) c")
         xs, z = self.in_proj(self.norm1(tokens)).chunk(2, dim=-1)
-        xs = self.dwconv(xs.transpose(1, 2).reshape(batch, self.d_inner, height, width))
+        xs = self.dwconv(rearrange(xs, "b (h w) d -> b d h w", h=height))
         inplace = inplace_ok()  # inference: reuse own temporaries (same values, less memory)
-        xs = F.silu(xs, inplace=inplace).flatten(2).transpose(1, 2)  # (B, L, Di)
+        xs = rearrange(F.silu(xs, inplace=inplace), "b d h w -> b (h w) d")
 
         assignment, ids, probs = self.router(xs, height, width)
         order = scan_permutation(ids, scan)
@@ -311,11 +310,11 @@ class SAMB(nn.Module):
             y = self.out_norm(y) * F.silu(z)
             tokens = tokens + self.out_proj(y)
             tokens = tokens + self.ffn(self.norm2(tokens))
-        out = tokens.transpose(1, 2).reshape(batch, channels, height, width)
+        out = rearrange(tokens, "b (h w) c -> b c h w", h=height)
         if not return_intermediates:
             return out, None
         inter = SAMBIntermediates(assignment=ids.reshape(batch, height, width),
-                                  probs=probs.transpose(1, 2).reshape(batch, -1, height, width),
+                                  probs=rearrange(probs, "b (h w) k -> b k h w", h=height),
                                   order=order)
         return out, inter
 
