@@ -175,20 +175,29 @@ class SemanticRouter(nn.Module):
 
     # ------------------------------------------------------------------ k-means centres
     @torch.no_grad()
-    def fit_centres(self, queries: torch.Tensor, iterations: int = 20) -> None:
-        """Spherical k-means (k-means++ seeding) of unit-norm queries (N, D) into the centres."""
+    def fit_centres(self, queries: torch.Tensor, iterations: int = 20, restarts: int = 4) -> None:
+        """Spherical k-means of unit-norm queries (N, D) into the centres: ``restarts`` k-means++
+        seedings, each refined by ``iterations`` Lloyd steps; the tightest one is kept (a single
+        seeding can split a large region and merge two small ones)."""
         q = queries.reshape(-1, queries.shape[-1]).float()
-        centres = [q[torch.randint(len(q), (1,), device=q.device)].squeeze(0)]
-        for _ in range(1, self.n_clusters):  # k-means++: far from the chosen ones, likelier
-            dist = (1 - q @ torch.stack(centres).t()).clamp(min=0).min(-1).values
-            centres.append(q[torch.multinomial(dist + 1e-12, 1)].squeeze(0))
-        centres = torch.stack(centres)
-        for _ in range(iterations):
-            onehot = F.one_hot((q @ centres.t()).argmax(-1), self.n_clusters).to(q.dtype)
-            sums, counts = onehot.t() @ q, onehot.sum(0)
-            centres = torch.where(counts[:, None] > 0, F.normalize(sums, dim=-1), centres)
-        self.centres.copy_(centres)
-        self.usage.copy_(onehot.mean(0))
+        best, best_spread = None, math.inf
+        for _ in range(restarts):
+            centres = [q[torch.randint(len(q), (1,), device=q.device)].squeeze(0)]
+            for _ in range(1, self.n_clusters):  # k-means++: far from the chosen ones, likelier
+                dist = (1 - q @ torch.stack(centres).t()).clamp(min=0).min(-1).values
+                centres.append(q[torch.multinomial(dist + 1e-12, 1)].squeeze(0))
+            centres = torch.stack(centres)
+            for _ in range(iterations):
+                onehot = F.one_hot((q @ centres.t()).argmax(-1), self.n_clusters).to(q.dtype)
+                sums, counts = onehot.t() @ q, onehot.sum(0)
+                centres = torch.where(counts[:, None] > 0, F.normalize(sums, dim=-1), centres)
+            similarity = q @ centres.t()
+            spread = float((1 - similarity.max(-1).values).sum())  # k-means' objective, cosine form
+            if spread < best_spread:
+                best, best_spread = centres, spread
+                usage = F.one_hot(similarity.argmax(-1), self.n_clusters).to(q.dtype).mean(0)
+        self.centres.copy_(best)
+        self.usage.copy_(usage)
         self.centres_ready.fill_(True)
 
     @torch.no_grad()
