@@ -319,6 +319,8 @@ def samb_markdown(folder: Path) -> list[str]:
                   "the same start, data, seed and steps; validation on held-out training-pool crops, never "
                   "Kodak; cost = bpp + λ·255²·MSE over the quality sweep, lower is better):", "",
                   "```", bench_train.format_table(report), "```", ""]
+        if report.get("note"):
+            parts += [report["note"], ""]
     if len(parts) == 2:
         parts += ["(not measured yet)", ""]
     return parts
