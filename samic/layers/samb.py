@@ -106,12 +106,15 @@ class SemanticRouter(nn.Module):
     - whiten: per image and channel, centred and scaled over the tokens. Raw features are
       mostly a component every token shares; the first design (LayerNorm per token) left the
       position to decide the clusters and produced a lattice (issue 13).
-    - smooth: a ``smooth`` x ``smooth`` box mean over the token grid, so clusters group
-      regions (sky, fur, grass) rather than single edges.
+    - smooth: a ``smooth`` x ``smooth`` box mean over the token grid. The synthesis side
+      smooths over one latent cell, whose sub-pixel pattern is the same in every picture and
+      would otherwise decide the clusters; the analysis side not at all (preset
+      ``router_smooth``), which keeps its maps following the content under one-token shifts.
     - PE: ``n_freqs`` octaves from pi (halves, quarters of the image): a weak spatial prior
       whose weight g (``pos_gate``) is learned.
     - centres: spherical k-means running means of the tokens assigned to them in training
-      (EMA ``momentum``), seeded by k-means++ on the first training batch and re-seeded on a
+      (EMA ``momentum``), seeded by k-means (best of 4 k-means++ starts) on the first training
+      batch, or by ``samic.train.centres.fit_router_centres``, and re-seeded on a
       token when their usage falls below a tenth of uniform. They take no gradient: the
       straight-through gradient reaching them through the cluster prompt is tiny.
 
